@@ -1,0 +1,62 @@
+"""Build the optional Cython speedups in ``fastroute/_speedups``.
+
+Every compiled module has a pure-Python twin of identical behaviour, so the
+build never fails for want of a compiler: it prints a warning and installs the
+Python version.  ``FASTROUTE_NO_EXTENSIONS=1`` skips the extensions entirely
+(the runtime obeys the same switch, see ``fastroute/_speedups/__init__.py``).
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NO_EXTENSIONS = bool(os.environ.get("FASTROUTE_NO_EXTENSIONS"))
+
+# One entry per hot path: module name -> .pyx source.
+SPEEDUPS = {
+    "fastroute._speedups._sse_c": "fastroute/_speedups/_sse_c.pyx",
+}
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that degrades to pure Python when compiling fails."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no headers, no Cython
+            self._warn(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._warn(exc, ext.name)
+
+    @staticmethod
+    def _warn(exc, name="the speedups"):
+        bar = "*" * 75
+        print(
+            f"\n{bar}\nWARNING: could not compile {name} ({type(exc).__name__}: {exc}).\n"
+            "fastroute will use its pure-Python implementation: it works the same,\n"
+            f"only slower on the hot paths.\n{bar}\n",
+            file=sys.stderr,
+        )
+
+
+def extensions():
+    if NO_EXTENSIONS:
+        print("FASTROUTE_NO_EXTENSIONS is set: building without Cython speedups.", file=sys.stderr)
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        OptionalBuildExt._warn(ImportError("Cython is not installed"))
+        return []
+    modules = [Extension(name, [src]) for name, src in SPEEDUPS.items()]
+    return cythonize(modules, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False})
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
