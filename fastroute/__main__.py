@@ -1,0 +1,3 @@
+from fastroute.cli import main
+
+raise SystemExit(main())

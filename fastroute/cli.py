@@ -1,0 +1,149 @@
+"""``fastroute serve | check | init | tui | watch``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastroute import __version__
+from fastroute.errors import ConfigError
+
+
+def _load_raw(path: str | None) -> tuple[dict[str, Any], str, list[str]]:
+    """(raw config, source name, lines about what was found) for a path or the embedded default."""
+    if path is None:
+        from fastroute.defaults import embedded_config, probe_ollama
+
+        raw, found = embedded_config(os.environ, probe_ollama())
+        return raw, "<embedded default>", found
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read file: {exc}") from exc
+    try:
+        return tomllib.loads(text), path, []
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"invalid TOML: {exc}") from exc
+
+
+def _prepare(raw: dict[str, Any], source: str) -> Any:
+    """Validate everything a worker will build, so a bad config fails here, once."""
+    from fastroute.config import config_from_dict, drop_unusable_providers
+    from fastroute.providers import build_providers
+    from fastroute.routing import Router
+
+    config = config_from_dict(raw, source)
+    usable, warnings = drop_unusable_providers(config)
+    build_providers(usable, None)
+    router = Router(usable)
+    return config, usable, warnings, router
+
+
+def _print_table(usable: Any, router: Any, out: Any) -> None:
+    print("providers:", file=out)
+    for p in usable.providers:
+        key = f"key ${p.api_key_env}" + ("" if os.environ.get(p.api_key_env) else " (unset)") if p.api_key_env else "no key"
+        where = p.base_url or "built in"
+        print(f"  {p.name:<12} {p.format:<8} {where:<40} {key}", file=out)
+    print("routing (first match wins):", file=out)
+    for line in router.describe() or ["(no rules: every request gets 400)"]:
+        print(f"  {line}", file=out)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    raw, source, _ = _load_raw(args.config)
+    _, usable, warnings, router = _prepare(raw, source)
+    for w in warnings:
+        print(f"warning: {w}")
+    print(f"{source}: ok")
+    _print_table(usable, router, sys.stdout)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fastroute import _speedups
+    from fastroute.server.runner import loop_name, serve
+
+    path = args.config_flag or args.config
+    raw, source, found = _load_raw(path)
+    server = dict(raw.get("server") or {})
+    for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers)):
+        if value is not None:
+            server[key] = value
+    raw = {**raw, "server": server}
+    config, usable, warnings, router = _prepare(raw, source)
+    s = config.server
+    print(f"fastroute {__version__} on {loop_name()}, speedups: {_speedups.implementation()}, "
+          f"upstream client: {s.upstream_client}, workers: {s.workers}")
+    print(f"config: {source}")
+    for line in found:
+        print(f"  {line}")
+    for w in warnings:
+        print(f"warning: {w}")
+    _print_table(usable, router, sys.stdout)
+    print(f"\nPoint OpenAI clients at  http://{s.host}:{s.port}/v1   (Ctrl-C stops)", flush=True)
+    serve(raw, source, s.host, s.port, s.workers, s.shutdown_grace_s)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"{target} exists; use --force to overwrite", file=sys.stderr)
+        return 1
+    target.write_text(resources.files("fastroute").joinpath("example.toml").read_text(encoding="utf-8"),
+                      encoding="utf-8")
+    print(f"wrote {target}; check it with: fastroute check {target}")
+    return 0
+
+
+def cmd_not_yet(args: argparse.Namespace) -> int:
+    print(f"fastroute {args.command}: the terminal monitor is not part of this version yet", file=sys.stderr)
+    return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastroute", description="A fast, local-first LLM router.")
+    p.add_argument("--version", action="version", version=f"fastroute {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the router (no config: an embedded default)")
+    s.add_argument("config", nargs="?", help="TOML config file")
+    s.add_argument("--config", dest="config_flag", metavar="CONFIG", help="TOML config file (same as the argument)")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port to listen on (default 8090)")
+    s.add_argument("--workers", type=int, help="worker processes (default 1)")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check", help="validate a config and print the providers and routing table")
+    c.add_argument("config", nargs="?", help="TOML config file (none: the embedded default)")
+    c.set_defaults(func=cmd_check)
+
+    i = sub.add_parser("init", help="write a commented example config")
+    i.add_argument("path", nargs="?", default="fastroute.toml")
+    i.add_argument("--force", action="store_true", help="overwrite an existing file")
+    i.set_defaults(func=cmd_init)
+
+    for name, text in (("tui", "terminal monitor"), ("watch", "one line per event")):
+        t = sub.add_parser(name, help=f"{text} (not in this version yet)")
+        t.add_argument("url", nargs="?", default="http://127.0.0.1:8090")
+        t.set_defaults(func=cmd_not_yet)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"fastroute: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

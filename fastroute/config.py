@@ -1,0 +1,409 @@
+"""Configuration: TOML (opensourcellmrouter's format, plus additive keys) -> frozen dataclasses.
+
+Every problem is a :class:`~fastroute.errors.ConfigError` naming the file, the
+key path (``providers[1].base_url``) and what is wrong, so a server never
+starts half-configured.  Provider keys are *not* read here: only the names of
+the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from fastroute.errors import ConfigError
+
+PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
+UPSTREAM_CLIENTS = ("aiohttp", "httpx")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    dashboard: bool = False
+    api_key_env: str | None = None
+    #: the upstream HTTP client on the request path: "aiohttp" (fastest, measured) or "httpx"
+    upstream_client: str = "aiohttp"
+    #: request bodies above this many bytes are refused with 413
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: seconds in-flight requests get to finish after Ctrl-C / SIGTERM
+    shutdown_grace_s: float = 30.0
+    workers: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    enabled: bool = False
+    path: str = "logs/requests.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """Accepted for compatibility with opensourcellmrouter files; not exported yet."""
+
+    enabled: bool = False
+    otlp_endpoint: str = "http://localhost:4318"
+    service_name: str = "fastroute"
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    format: str
+    base_url: str = ""
+    api_key_env: str | None = None
+    cost_per_1m_tokens: float = 0.0
+    quality: float = 0.0
+    latency_ms: float | None = None
+    throughput_tokens_per_sec: float | None = None
+    #: drop this provider at startup (with a warning) when its key is unset
+    strict: bool = False
+    #: send the client's own key to this provider instead of the configured one
+    forward_client_key: bool = False
+    #: seconds to establish the connection
+    connect_timeout: float = 10.0
+    #: seconds to wait for the next byte of the answer (local models can be slow)
+    read_timeout: float = 600.0
+    #: models this provider serves, listed by GET /v1/models
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RandomCandidate:
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRule:
+    type: Literal["prefix"]
+    model_prefix: str
+    provider: str
+    rewrite_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagRule:
+    type: Literal["tag"]
+    tag: str
+    provider: str
+    rewrite_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverRule:
+    type: Literal["discover"]
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRule:
+    type: Literal["price"]
+    providers: tuple[str, ...] = ()
+    max_cost_per_1m_tokens: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyRule:
+    type: Literal["latency"]
+    providers: tuple[str, ...] = ()
+    max_latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputRule:
+    type: Literal["throughput"]
+    providers: tuple[str, ...] = ()
+    min_tokens_per_sec: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRule:
+    type: Literal["fallback"]
+    providers: tuple[str, ...] = ()
+    quality_bias: float = 0.5
+    rewrite_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RandomRule:
+    type: Literal["random"]
+    providers: tuple[str, ...] = ()
+    rewrite_model: str | None = None
+    candidates: tuple[RandomCandidate, ...] = ()
+
+
+RouterRule = Union[PrefixRule, TagRule, DiscoverRule, PriceRule, LatencyRule, ThroughputRule,
+                   FallbackRule, RandomRule]
+RULE_TYPES: dict[str, type] = {
+    "prefix": PrefixRule, "tag": TagRule, "discover": DiscoverRule, "price": PriceRule,
+    "latency": LatencyRule, "throughput": ThroughputRule, "fallback": FallbackRule,
+    "random": RandomRule,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EntryConfig:
+    """A plugin or classifier: ``enabled`` plus free-form settings."""
+
+    enabled: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str = "<embedded default>"
+    server: ServerConfig = ServerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    routers: tuple[RouterRule, ...] = ()
+    classifiers: dict[str, EntryConfig] = field(default_factory=dict)
+    response_classifiers: dict[str, EntryConfig] = field(default_factory=dict)
+    plugins: dict[str, EntryConfig] = field(default_factory=dict)
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        return None
+
+
+# ── loading ─────────────────────────────────────────────────────────────────
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "", f"cannot read file: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from exc
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate already-parsed config data (a TOML document's dict)."""
+    v = _Validator(source)
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "the config must be a table")
+    known = {"server", "logging", "telemetry", "providers", "routers", "classifiers",
+             "response_classifiers", "plugins"}
+    v.check_unknown(data, known, "")
+    cfg = Config(
+        source=source,
+        server=v.build(ServerConfig, data.get("server", {}), "server"),
+        logging=v.build(LoggingConfig, data.get("logging", {}), "logging"),
+        telemetry=v.build(TelemetryConfig, data.get("telemetry", {}), "telemetry"),
+        providers=tuple(v.build(ProviderConfig, p, f"providers[{i}]")
+                        for i, p in enumerate(v.array(data.get("providers", []), "providers"))),
+        routers=tuple(v.rule(r, f"routers[{i}]")
+                      for i, r in enumerate(v.array(data.get("routers", []), "routers"))),
+        classifiers=v.entries(data.get("classifiers", {}), "classifiers"),
+        response_classifiers=v.entries(data.get("response_classifiers", {}), "response_classifiers"),
+        plugins=v.entries(data.get("plugins", {}), "plugins"),
+    )
+    _check_consistency(cfg, v)
+    return cfg
+
+
+def _check_consistency(cfg: Config, v: _Validator) -> None:
+    s = cfg.server
+    if s.upstream_client not in UPSTREAM_CLIENTS:
+        v.fail("server.upstream_client", f"must be one of {', '.join(UPSTREAM_CLIENTS)}, got {s.upstream_client!r}")
+    if not 0 < s.port < 65536:
+        v.fail("server.port", f"must be between 1 and 65535, got {s.port}")
+    if s.workers < 1:
+        v.fail("server.workers", f"must be at least 1, got {s.workers}")
+    if s.max_body_bytes < 1024:
+        v.fail("server.max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
+    seen: set[str] = set()
+    for i, p in enumerate(cfg.providers):
+        path = f"providers[{i}]"
+        if not p.name:
+            v.fail(f"{path}.name", "must not be empty")
+        if p.name in seen:
+            v.fail(f"{path}.name", f"duplicate provider name {p.name!r}")
+        seen.add(p.name)
+        if p.format not in PROVIDER_FORMATS:
+            v.fail(f"{path}.format", f"must be one of {', '.join(PROVIDER_FORMATS)}, got {p.format!r}")
+        if p.format != "echo" and not p.base_url.startswith(("http://", "https://")):
+            v.fail(f"{path}.base_url", "required: an http:// or https:// URL" if not p.base_url
+                   else f"must be an http:// or https:// URL, got {p.base_url!r}")
+        for key in ("connect_timeout", "read_timeout"):
+            if getattr(p, key) <= 0:
+                v.fail(f"{path}.{key}", f"must be a positive number of seconds, got {getattr(p, key)}")
+    for i, rule in enumerate(cfg.routers):
+        for key, name in _rule_provider_refs(rule):
+            if name not in seen:
+                known = ", ".join(sorted(seen)) or "none configured"
+                v.fail(f"routers[{i}].{key}", f"unknown provider {name!r} (known: {known})")
+        if isinstance(rule, FallbackRule) and not 0.0 <= rule.quality_bias <= 1.0:
+            v.fail(f"routers[{i}].quality_bias", f"must be between 0 and 1, got {rule.quality_bias}")
+
+
+def _rule_provider_refs(rule: Any) -> list[tuple[str, str]]:
+    refs: list[tuple[str, str]] = []
+    if hasattr(rule, "provider"):
+        refs.append(("provider", rule.provider))
+    for j, name in enumerate(getattr(rule, "providers", ())):
+        refs.append((f"providers[{j}]", name))
+    for j, cand in enumerate(getattr(rule, "candidates", ())):
+        refs.append((f"candidates[{j}].provider", cand.provider))
+    return refs
+
+
+def drop_unusable_providers(cfg: Config, environ: typing.Mapping[str, str] = os.environ) -> tuple[Config, list[str]]:
+    """Apply ``strict = true``: drop providers whose key is unset, and the rules that need them.
+
+    Returns the usable config and the warnings to print.  Other providers keep
+    their key *name*; the key itself is read when a call is made.
+    """
+    warnings: list[str] = []
+    dropped = {p.name for p in cfg.providers
+               if p.strict and p.api_key_env and not environ.get(p.api_key_env)}
+    if not dropped:
+        return cfg, warnings
+    for p in cfg.providers:
+        if p.name in dropped:
+            warnings.append(f"provider {p.name!r} dropped: strict = true and ${p.api_key_env} is not set")
+    routers: list[Any] = []
+    for i, rule in enumerate(cfg.routers):
+        refs = _rule_provider_refs(rule)
+        if hasattr(rule, "provider") and rule.provider in dropped:
+            warnings.append(f"routers[{i}] ({rule.type}) dropped: its provider {rule.provider!r} was dropped")
+            continue
+        if getattr(rule, "providers", ()):
+            rule = dataclasses.replace(rule, providers=tuple(n for n in rule.providers if n not in dropped))
+            if not rule.providers and refs:
+                warnings.append(f"routers[{i}] ({rule.type}) dropped: all its providers were dropped")
+                continue
+        if getattr(rule, "candidates", ()):
+            kept = tuple(c for c in rule.candidates if c.provider not in dropped)
+            if not kept:
+                warnings.append(f"routers[{i}] ({rule.type}) dropped: all its candidates were dropped")
+                continue
+            rule = dataclasses.replace(rule, candidates=kept)
+        routers.append(rule)
+    return dataclasses.replace(
+        cfg, providers=tuple(p for p in cfg.providers if p.name not in dropped), routers=tuple(routers),
+    ), warnings
+
+
+# ── validation helpers ──────────────────────────────────────────────────────
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    kind = names.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text}" if len(text) <= 40 else kind
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._hints: dict[type, dict[str, Any]] = {}
+
+    def fail(self, path: str, problem: str) -> typing.NoReturn:
+        raise ConfigError(self.source, path, problem)
+
+    def check_unknown(self, data: dict[str, Any], known: set[str], path: str) -> None:
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(key, sorted(known), n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                where = f"{path}.{key}" if path else key
+                self.fail(where, f"unknown key{suggestion}; allowed: {', '.join(sorted(known))}")
+
+    def array(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            self.fail(path, f"expected an array, got {_describe(value)}")
+        return value
+
+    def build(self, cls: type, data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a table, got {_describe(data)}")
+        hints = self._hints.get(cls)
+        if hints is None:
+            hints = self._hints[cls] = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        self.check_unknown(data, set(fields), path)
+        kwargs = {}
+        for name, f in fields.items():
+            key_path = f"{path}.{name}"
+            if name in data:
+                kwargs[name] = self.convert(hints[name], data[name], key_path)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.fail(key_path, "missing required key")
+        return cls(**kwargs)
+
+    def convert(self, hint: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (Union, types.UnionType):
+            non_none = [a for a in args if a is not type(None)]
+            if len(non_none) == 1:
+                return self.convert(non_none[0], value, path)
+        if origin is Literal:
+            if value not in args:
+                self.fail(path, f"must be {args[0]!r}, got {_describe(value)}")
+            return value
+        if origin is tuple:
+            items = self.array(value, path)
+            return tuple(self.convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(items))
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.fail(path, f"expected a table, got {_describe(value)}")
+            return dict(value)
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, value, path)
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.fail(path, f"expected a number, got {_describe(value)}")
+            return float(value)
+        if hint in (bool, int, str):
+            if type(value) is not hint:
+                self.fail(path, f"expected {_TYPE_NAMES[hint]}, got {_describe(value)}")
+            return value
+        raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug in this module
+
+    def rule(self, data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a table, got {_describe(data)}")
+        kind = data.get("type")
+        if kind is None:
+            self.fail(f"{path}.type", f"missing required key; one of {', '.join(RULE_TYPES)}")
+        if kind not in RULE_TYPES:
+            self.fail(f"{path}.type", f"unknown router type {_describe(kind)}; one of {', '.join(RULE_TYPES)}")
+        return self.build(RULE_TYPES[kind], data, path)
+
+    def entries(self, data: Any, path: str) -> dict[str, EntryConfig]:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a table, got {_describe(data)}")
+        out = {}
+        for name, entry in data.items():
+            if not isinstance(entry, dict):
+                self.fail(f"{path}.{name}", f"expected a table, got {_describe(entry)}")
+            enabled = entry.get("enabled", False)
+            if not isinstance(enabled, bool):
+                self.fail(f"{path}.{name}.enabled", f"expected a boolean, got {_describe(enabled)}")
+            settings = {k: v for k, v in entry.items() if k != "enabled"}
+            out[name] = EntryConfig(enabled=enabled, settings=settings)
+        return out

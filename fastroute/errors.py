@@ -1,0 +1,137 @@
+"""fastroute's errors: one tree, one root.
+
+Every error that can reach a client knows its HTTP status and its error type;
+``formats/`` renders it in the client's dialect.
+
+    FastrouteError
+    ├── ConfigError                 startup: the file, the key path, the problem
+    └── RequestError                anything answered to a client
+        ├── BadRequest              400 invalid_request_error
+        │   └── NoRoute             400 no provider configured for model '…'
+        ├── Unauthorized            401 authentication_error
+        ├── NotFound                404 not_found_error
+        ├── PayloadTooLarge         413 request_too_large
+        ├── RateLimited             429 rate_limit_error
+        ├── ProviderStatusError     the upstream's own 4xx, status kept
+        ├── UpstreamError           502 upstream_error
+        │   ├── UpstreamUnreachable 502 could not connect
+        │   └── UpstreamProtocolError 502 broken or cut response
+        └── UpstreamTimeout         504 upstream_timeout
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FastrouteError(Exception):
+    """Root of every error fastroute raises on purpose."""
+
+
+class ConfigError(FastrouteError):
+    """A configuration that cannot be used; the message names file, key path and problem."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        self.source = source
+        self.path = path
+        self.problem = problem
+        where = f"{source}: {path}: " if path else f"{source}: "
+        super().__init__(where + problem)
+
+
+class RequestError(FastrouteError):
+    """An error answered to a client, with an honest HTTP status."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    @property
+    def http_status(self) -> int:
+        return self.status
+
+
+class BadRequest(RequestError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class NoRoute(BadRequest):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"no provider configured for model '{model}'", param="model", code="model_not_found")
+
+
+class Unauthorized(RequestError):
+    status = 401
+    error_type = "authentication_error"
+
+
+class NotFound(RequestError):
+    status = 404
+    error_type = "not_found_error"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    error_type = "request_too_large"
+
+
+class RateLimited(RequestError):
+    status = 429
+    error_type = "rate_limit_error"
+
+
+class ProviderStatusError(RequestError):
+    """The provider answered with its own client error (4xx): kept as it is.
+
+    ``body`` holds the provider's raw error body, ``upstream_type`` the error
+    type it gave, if any.
+    """
+
+    error_type = "upstream_client_error"
+
+    def __init__(self, provider: str, status: int, message: str, body: bytes = b"",
+                 upstream_type: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.upstream_status = status
+        self.body = body
+        self.upstream_type = upstream_type
+
+    @property
+    def http_status(self) -> int:
+        return self.upstream_status
+
+
+class UpstreamError(RequestError):
+    status = 502
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class UpstreamUnreachable(UpstreamError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(RequestError):
+    """The upstream did not connect (``phase="connect"``) or answer in time (``"read"``)."""
+
+    status = 504
+    error_type = "upstream_timeout"
+
+    def __init__(self, message: str, *, phase: str = "read", provider: str | None = None) -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.provider = provider

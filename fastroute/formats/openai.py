@@ -1,0 +1,300 @@
+"""OpenAI Chat Completions dialect (``POST /v1/chat/completions``).
+
+Parsing validates what fastroute relies on (``model``, ``messages``, ``stream``)
+and leaves everything else alone, so the same-dialect fast path forwards the
+client's body with only the model name changed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from fastroute._speedups import SSEDecoder
+from fastroute.canonical import (
+    ChatRequest, ChatResponse, ImagePart, Message, StreamEvent, TextPart, Tool, ToolCall, Usage,
+)
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError
+
+NAME = "openai"
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+DONE = b"data: [DONE]\n\n"
+
+_MODELLED = frozenset({"model", "messages", "stream", "tools", "tool_choice", "max_tokens",
+                       "max_completion_tokens", "temperature", "top_p", "stop", "seed"})
+
+
+# ── requests ───────────────────────────────────────────────────────────────
+
+def check_request(body: Any) -> tuple[str, bool]:
+    """Validate the shape fastroute relies on; return (model, stream). Cheap: no copies."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a non-empty string" if model is None
+                         else f"'model' must be a non-empty string, got {type(model).__name__}", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' is required and must be a non-empty array"
+                         if messages is None or messages == [] else "'messages' must be an array of message objects",
+                         param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
+        role = m.get("role")
+        if role not in ROLES:
+            raise BadRequest(f"'messages[{i}].role' must be one of {', '.join(sorted(ROLES))}, got {role!r}",
+                             param=f"messages[{i}].role")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequest(f"'messages[{i}].content' must be a string or an array of content parts",
+                             param=f"messages[{i}].content")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    return model, stream
+
+
+def parse_request(body: dict[str, Any]) -> ChatRequest:
+    """An already-checked body -> ChatRequest."""
+    model, stream = check_request(body)
+    system_parts: list[str] = []
+    messages: list[Message] = []
+    for m in body["messages"]:
+        role = m["role"]
+        parts = _parse_content(m.get("content"))
+        if role in ("system", "developer"):
+            system_parts.append("".join(p.text for p in parts if isinstance(p, TextPart)))
+            continue
+        if role == "function":
+            role = "tool"
+        calls = [ToolCall(id=c.get("id", ""), name=(c.get("function") or {}).get("name", ""),
+                          arguments=(c.get("function") or {}).get("arguments", ""))
+                 for c in m.get("tool_calls") or ()]
+        messages.append(Message(role=role, content=parts, tool_calls=calls,
+                                tool_call_id=m.get("tool_call_id"), name=m.get("name")))
+    tools = [Tool(name=t["function"]["name"], description=t["function"].get("description"),
+                  parameters=t["function"].get("parameters"))
+             for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    stop = body.get("stop")
+    return ChatRequest(
+        model=model, messages=messages, system="\n\n".join(system_parts) or None, stream=stream,
+        tools=tools, tool_choice=body.get("tool_choice"),
+        max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
+        temperature=body.get("temperature"), top_p=body.get("top_p"),
+        stop=[stop] if isinstance(stop, str) else list(stop or ()), seed=body.get("seed"),
+        extra={k: v for k, v in body.items() if k not in _MODELLED},
+    )
+
+
+def _parse_content(content: Any) -> list[Any]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)]
+    parts: list[Any] = []
+    for p in content:
+        if not isinstance(p, dict):
+            continue
+        kind = p.get("type")
+        if kind == "text":
+            parts.append(TextPart(p.get("text", "")))
+        elif kind == "image_url":
+            url = (p.get("image_url") or {}).get("url", "")
+            if url.startswith("data:") and ";base64," in url:
+                media_type, _, data = url[5:].partition(";base64,")
+                parts.append(ImagePart(data=data, media_type=media_type))
+            else:
+                parts.append(ImagePart(url=url))
+    return parts
+
+
+def with_model(body: dict[str, Any], model: str) -> bytes:
+    """The client's body as bytes, with only the model name changed."""
+    if body["model"] != model:
+        body = {**body, "model": model}
+    return orjson.dumps(body)
+
+
+# ── responses ──────────────────────────────────────────────────────────────
+
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+           "content_filter": "content_filter", "error": "stop"}
+
+
+def _usage_dict(u: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+                           "total_tokens": u.total_tokens}
+    if u.cached_input_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_input_tokens}
+    return out
+
+
+def _tool_call_dict(c: ToolCall) -> dict[str, Any]:
+    return {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+
+
+def render_response(resp: ChatResponse) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": resp.text() if resp.content or not resp.tool_calls else None}
+    if resp.tool_calls:
+        message["tool_calls"] = [_tool_call_dict(c) for c in resp.tool_calls]
+    return orjson.dumps({
+        "id": resp.id, "object": "chat.completion", "created": resp.created or int(time.time()),
+        "model": resp.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": _FINISH.get(resp.stop_reason, "stop")}],
+        "usage": _usage_dict(resp.usage),
+    })
+
+
+def usage_from_body(body: bytes) -> Usage | None:
+    """Usage from a non-streamed chat.completion, read on the side."""
+    try:
+        u = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return _parse_usage(u)
+
+
+def _parse_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(input_tokens=u.get("prompt_tokens") or 0, output_tokens=u.get("completion_tokens") or 0,
+                 cached_input_tokens=cached)
+
+
+class StreamRenderer:
+    """Canonical stream events -> OpenAI ``chat.completion.chunk`` SSE bytes."""
+
+    def __init__(self, include_usage: bool = True) -> None:
+        self.include_usage = include_usage
+        self._id = ""
+        self._model = ""
+        self._created = int(time.time())
+        self._stop: str | None = None
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: Usage | None = None) -> bytes:
+        payload: dict[str, Any] = {
+            "id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if delta is not None else [],
+        }
+        if usage is not None:
+            payload["usage"] = _usage_dict(usage)
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    def render(self, ev: StreamEvent) -> bytes:
+        kind = ev.kind
+        if kind == "text":
+            return self._chunk({"content": ev.text})
+        if kind == "start":
+            self._id, self._model = ev.id, ev.model
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "tool_call":
+            c = ev.tool_call
+            return self._chunk({"tool_calls": [{"index": ev.index, "id": c.id, "type": "function",
+                                                "function": {"name": c.name, "arguments": c.arguments}}]})
+        if kind == "tool_args":
+            return self._chunk({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.text}}]})
+        if kind == "stop":
+            return self._chunk({}, finish=_FINISH.get(ev.stop_reason or "stop", "stop"))
+        if kind == "usage":
+            return self._chunk(None, usage=ev.usage) if self.include_usage else b""  # type: ignore[arg-type]
+        if kind == "error":
+            return render_stream_error(ev.error)
+        return b""
+
+    def end(self) -> bytes:
+        return DONE
+
+
+# ── streamed passthrough, read on the side ─────────────────────────────────
+
+class StreamTap:
+    """Reads an OpenAI SSE stream as it is forwarded: text, usage, finish reason.
+
+    Never holds the stream back; it only looks at the bytes already sent.
+    """
+
+    __slots__ = ("_decoder", "text_parts", "usage", "finish_reason", "saw_done", "error")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.text_parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.saw_done = False
+        self.error: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for ev in self._decoder.feed(chunk):
+            data = ev.data
+            if data == b"[DONE]":
+                self.saw_done = True
+                continue
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if "error" in obj:
+                err = obj["error"]
+                self.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            for choice in obj.get("choices") or ():
+                delta = choice.get("delta") or {}
+                text = delta.get("content")
+                if text:
+                    self.text_parts.append(text)
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
+            usage = _parse_usage(obj.get("usage"))
+            if usage is not None:
+                self.usage = usage
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+# ── errors ─────────────────────────────────────────────────────────────────
+
+def error_body(err: RequestError) -> bytes:
+    if isinstance(err, ProviderStatusError) and err.body and _is_openai_error(err.body):
+        return err.body  # the provider's own words, untouched
+    return orjson.dumps({"error": {"message": err.message, "type": err.error_type,
+                                   "param": err.param, "code": err.code}})
+
+
+def render_stream_error(err: RequestError) -> bytes:
+    return b"data: " + orjson.dumps({"error": {"message": err.message, "type": err.error_type,
+                                               "param": None, "code": err.code}}) + b"\n\n"
+
+
+def _is_openai_error(body: bytes) -> bool:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("error"), dict)
+
+
+def upstream_error_message(body: bytes) -> tuple[str, str | None]:
+    """(message, type) from an OpenAI-style error body, or a short excerpt of it."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"], err.get("type") if isinstance(err.get("type"), str) else None
+        if isinstance(err, str):
+            return err, None
+        if isinstance(obj.get("message"), str):
+            return obj["message"], None
+    text = body[:300].decode("utf-8", "replace").strip()
+    return text or "(empty body)", None

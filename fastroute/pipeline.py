@@ -1,0 +1,194 @@
+"""The one place the flow of a request is written.
+
+    client dialect --check--> route --> provider --> answer in the client's dialect
+
+Same dialect in and out: the client's body goes upstream with only the model
+name changed, and the upstream's bytes come back untouched (the fast path);
+usage and text are read on the side.  Otherwise the request is parsed into
+the canonical model and the provider's answer rendered in the client's dialect.
+Every exchange ends in :meth:`Pipeline.finish`, streamed or not, success or error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from fastroute.canonical import Usage
+from fastroute.config import Config
+from fastroute.errors import RequestError, UpstreamError, UpstreamTimeout
+from fastroute.providers import Provider
+from fastroute.routing import Router
+
+log = logging.getLogger("fastroute")
+
+JSON = b"application/json"
+EVENT_STREAM = b"text/event-stream"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Everything known about one request, filled in as it goes."""
+
+    id: str
+    dialect: str
+    started: float
+    ts_ms: int
+    requested_model: str = ""
+    stream: bool = False
+    provider: str | None = None
+    sent_model: str | None = None
+    tags: list[str] = field(default_factory=list)
+    status: int = 200
+    error: str | None = None
+    usage: Usage | None = None
+    response_text: str = ""
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+    content_type: bytes = JSON
+
+
+@dataclass(slots=True)
+class StreamAnswer:
+    status: int
+    chunks: AsyncIterator[bytes]
+    headers: list[tuple[bytes, bytes]]
+    content_type: bytes = EVENT_STREAM
+
+
+Listener = Callable[[Exchange], None]
+
+
+class Pipeline:
+    def __init__(self, config: Config, providers: dict[str, Provider], router: Router) -> None:
+        self.config = config
+        self.providers = providers
+        self.router = router
+        self.listeners: list[Listener] = []
+        self.in_flight = 0
+
+    # entry ----------------------------------------------------------------
+
+    def new_exchange(self, dialect: ModuleType) -> Exchange:
+        """Start an exchange; it is in flight until :meth:`finish`."""
+        self.in_flight += 1
+        return Exchange(id="req_" + os.urandom(8).hex(), dialect=dialect.NAME, started=time.perf_counter(),
+                        ts_ms=int(time.time() * 1000))
+
+    async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None) -> Answer | StreamAnswer:
+        ex = self.new_exchange(dialect)
+        try:
+            model, stream = dialect.check_request(body)
+            ex.requested_model, ex.stream = model, stream
+            route = self.router.route(model, ex.tags)
+            provider = self.providers[route.provider]
+            ex.provider, ex.sent_model = provider.name, route.model
+            headers = [(b"x-router-provider", provider.name.encode()), (b"x-router-model", route.model.encode()),
+                       (b"x-request-id", ex.id.encode())]
+            if provider.passthrough_dialect == dialect.NAME:
+                upstream_body = dialect.with_model(body, route.model)
+                if stream:
+                    reply = await provider.stream_raw(upstream_body, client_key)
+                    return StreamAnswer(200, self._relay(ex, dialect, provider, reply), headers + _sse_headers())
+                reply = await provider.post_raw(upstream_body, client_key)
+                ex.usage = dialect.usage_from_body(reply.body)
+                self.finish(ex)
+                return Answer(200, reply.body, headers)
+            request = dialect.parse_request(body)
+            request.model = route.model
+            if stream:
+                return StreamAnswer(200, self._render(ex, dialect, provider.stream(request)), headers + _sse_headers())
+            response = await provider.send(request)
+            ex.usage, ex.response_text = response.usage, response.text()
+            self.finish(ex)
+            return Answer(200, dialect.render_response(response), headers)
+        except RequestError as err:
+            return self.fail(ex, dialect, err)
+        except Exception as exc:  # a bug: answer honestly, log it, keep serving
+            log.exception("request %s failed inside fastroute", ex.id)
+            return self.fail(ex, dialect, RequestError(f"internal error in fastroute: {type(exc).__name__}"))
+
+    def fail(self, ex: Exchange, dialect: ModuleType, err: RequestError) -> Answer:
+        ex.status, ex.error = err.http_status, err.message
+        self.finish(ex)
+        return Answer(err.http_status, dialect.error_body(err), [(b"x-request-id", ex.id.encode())])
+
+    def finish(self, ex: Exchange) -> None:
+        """The one exit of every exchange."""
+        self.in_flight -= 1
+        ex.duration_ms = ex.elapsed_ms()
+        for listener in self.listeners:
+            try:
+                listener(ex)
+            except Exception:
+                log.exception("listener failed for %s", ex.id)
+
+    # streams --------------------------------------------------------------
+
+    async def _relay(self, ex: Exchange, dialect: ModuleType, provider: Provider, reply: Any) -> AsyncIterator[bytes]:
+        """Forward the upstream's chunks the moment they arrive; read them on the side."""
+        tap = dialect.StreamTap()
+        tail = b"\n\n"
+        try:
+            async for chunk in reply.chunks():
+                if ex.ttft_ms is None:
+                    ex.ttft_ms = ex.elapsed_ms()
+                yield chunk
+                tail = chunk[-2:]
+                tap.feed(chunk)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            err = provider.transport_error(exc)
+            ex.status, ex.error = err.http_status, err.message
+            # end the half-sent event first, then say what happened
+            yield (b"" if tail == b"\n\n" else b"\n\n") + dialect.render_stream_error(err)
+        finally:
+            await reply.aclose()
+            ex.usage, ex.response_text = tap.usage, tap.text
+            if ex.error is None and tap.error is not None:
+                ex.error = tap.error
+            self.finish(ex)
+
+    async def _render(self, ex: Exchange, dialect: ModuleType, events: Any) -> AsyncIterator[bytes]:
+        """Render canonical stream events in the client's dialect."""
+        renderer = dialect.StreamRenderer()
+        text: list[str] = []
+        try:
+            async for ev in events:
+                if ex.ttft_ms is None:
+                    ex.ttft_ms = ex.elapsed_ms()
+                if ev.kind == "text":
+                    text.append(ev.text)
+                elif ev.kind == "usage":
+                    ex.usage = ev.usage
+                elif ev.kind == "error":
+                    ex.status, ex.error = ev.error.http_status, ev.error.message
+                out = renderer.render(ev)
+                if out:  # an empty chunk would end the response
+                    yield out
+            yield renderer.end()
+        except RequestError as err:
+            ex.status, ex.error = err.http_status, err.message
+            yield dialect.render_stream_error(err)
+        finally:
+            await events.aclose()
+            ex.response_text = "".join(text)
+            self.finish(ex)
+
+
+def _sse_headers() -> list[tuple[bytes, bytes]]:
+    return [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]

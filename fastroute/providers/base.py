@@ -1,0 +1,54 @@
+"""What every provider has: its config, its key, its timeouts, and error mapping."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastroute.config import ProviderConfig
+from fastroute.errors import ProviderStatusError, UpstreamError, UpstreamTimeout
+from fastroute.providers.transport import Timeouts, UpstreamClient
+
+
+class Provider:
+    """One configured upstream.  Subclasses speak one provider dialect."""
+
+    #: the client dialect whose bodies this provider accepts as they are (fast path)
+    passthrough_dialect: str | None = None
+
+    def __init__(self, config: ProviderConfig, client: UpstreamClient | None) -> None:
+        self.config = config
+        self.name = config.name
+        self.format = config.format
+        self.client = client
+        self.timeouts = Timeouts(connect=config.connect_timeout, read=config.read_timeout)
+
+    def api_key(self) -> str | None:
+        """The provider's key, read from the environment now (never cached, never logged)."""
+        env = self.config.api_key_env
+        return os.environ.get(env) if env else None
+
+    def models(self) -> list[str]:
+        return list(self.config.models)
+
+    # errors ---------------------------------------------------------------
+
+    def status_error(self, status: int, body: bytes, message: str, upstream_type: str | None) -> Exception:
+        """The error for a non-2xx answer: a 4xx is the provider's own, a 5xx is a 502."""
+        if 400 <= status < 500:
+            return ProviderStatusError(self.name, status, message, body, upstream_type)
+        return UpstreamError(f"provider '{self.name}' failed: HTTP {status}: {message}", provider=self.name)
+
+    def transport_error(self, exc: UpstreamError | UpstreamTimeout) -> Exception:
+        """Name the provider in a transport error (never its key)."""
+        if isinstance(exc, UpstreamTimeout):
+            limit = self.timeouts.connect if exc.phase == "connect" else self.timeouts.read
+            what = "connection" if exc.phase == "connect" else "data"
+            return UpstreamTimeout(f"provider '{self.name}' timed out: no {what} within {limit:g} s "
+                                   f"({exc.phase}_timeout)",
+                                   phase=exc.phase, provider=self.name)
+        return type(exc)(f"provider '{self.name}' at {self.config.base_url}: {exc.message}", provider=self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "format": self.format, "base_url": self.config.base_url,
+                "key": f"${self.config.api_key_env}" if self.config.api_key_env else None}

@@ -1,0 +1,1 @@
+"""HTTP: the BlackSheep application and the Granian runner."""

@@ -1,0 +1,148 @@
+"""``build_app(config)``: the BlackSheep application.  Nothing happens at import."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from blacksheep import Application, Content, Request, Response, StreamedContent
+
+from fastroute.config import Config
+from fastroute.errors import BadRequest, ConfigError, NotFound, PayloadTooLarge, RequestError, Unauthorized
+from fastroute.formats import openai as openai_dialect
+from fastroute.pipeline import Answer, Pipeline, StreamAnswer
+from fastroute.providers import build_providers
+from fastroute.providers.transport import make_client
+from fastroute.routing import Router
+
+log = logging.getLogger("fastroute")
+
+
+def client_key(request: Request) -> str | None:
+    """The key the client presented, as ``Authorization: Bearer`` or ``x-api-key``."""
+    auth = request.get_first_header(b"authorization")
+    if auth:
+        scheme, _, value = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and value:
+            return value.strip().decode("latin-1")
+    key = request.get_first_header(b"x-api-key")
+    return key.decode("latin-1") if key else None
+
+
+def to_response(answer: Answer | StreamAnswer) -> Response:
+    if isinstance(answer, StreamAnswer):
+        chunks = answer.chunks
+
+        async def provider() -> Any:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
+
+        return Response(answer.status, answer.headers, StreamedContent(answer.content_type, provider))
+    return Response(answer.status, answer.headers, Content(answer.content_type, answer.body))
+
+
+class Handlers:
+    """The routes.  One instance per application, holding the pipeline."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, server_key: str | None) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.server_key = server_key.encode() if server_key else None
+        self.max_body = config.server.max_body_bytes
+
+    async def read_json(self, request: Request) -> Any:
+        length = request.get_first_header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise PayloadTooLarge(f"request body of {int(length)} bytes is over the limit of {self.max_body} bytes")
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
+            parts.append(chunk)
+        raw = b"".join(parts)
+        if not raw:
+            raise BadRequest("the request body is empty; expected a JSON object")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+    def check_key(self, request: Request) -> str | None:
+        key = client_key(request)
+        if self.server_key is not None:
+            if key is None or not hmac.compare_digest(key.encode("latin-1"), self.server_key):
+                raise Unauthorized("missing or invalid API key for this fastroute server")
+        return key
+
+    async def chat_completions(self, request: Request) -> Response:
+        dialect = openai_dialect
+        try:
+            key = self.check_key(request)
+            body = await self.read_json(request)
+        except RequestError as err:
+            return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
+        return to_response(await self.pipeline.dispatch(dialect, body, key))
+
+    async def health(self, request: Request) -> Response:
+        return Response(200, None, Content(b"text/plain; charset=utf-8", b"ok"))
+
+    async def models(self, request: Request) -> Response:
+        try:
+            self.check_key(request)
+        except RequestError as err:
+            return error_response(err)
+        data = [{"id": model, "object": "model", "created": 0, "owned_by": name}
+                for name, provider in self.pipeline.providers.items() for model in provider.models()]
+        return Response(200, None, Content(b"application/json", orjson.dumps({"object": "list", "data": data})))
+
+    async def not_found(self, request: Request) -> Response:
+        return error_response(NotFound(f"no route for {request.method} {request.path}"))
+
+
+def error_response(err: RequestError) -> Response:
+    return Response(err.http_status, None, Content(b"application/json", openai_dialect.error_body(err)))
+
+
+def _route(method: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """BlackSheep marks its handlers, which a bound method cannot carry: wrap it."""
+
+    async def handler(request: Request) -> Response:
+        return await method(request)
+
+    handler.__name__ = method.__name__
+    return handler
+
+
+def build_app(config: Config) -> Application:
+    """The application for one worker.  Sockets and clients open on startup, not here."""
+    server_key = None
+    if config.server.api_key_env:
+        server_key = os.environ.get(config.server.api_key_env)
+        if not server_key:
+            raise ConfigError(config.source, "server.api_key_env",
+                              f"${config.server.api_key_env} is not set; clients would be refused")
+    client = make_client(config.server.upstream_client)
+    pipeline = Pipeline(config, build_providers(config, client), Router(config))
+    handlers = Handlers(config, pipeline, server_key)
+
+    app = Application(show_error_details=False)
+    app.router.add_post("/v1/chat/completions", _route(handlers.chat_completions))
+    app.router.add_post("/chat/completions", _route(handlers.chat_completions))
+    app.router.add_get("/health", _route(handlers.health))
+    app.router.add_get("/v1/models", _route(handlers.models))
+    app.router.fallback = _route(handlers.not_found)
+
+    async def on_stop(application: Application) -> None:
+        await client.aclose()
+
+    app.on_stop += on_stop
+    return app

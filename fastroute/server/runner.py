@@ -1,0 +1,48 @@
+"""Run the application under Granian (ASGI, uvloop), one or many workers.
+
+The CLI validates the config in the parent process, then hands the raw config
+to the workers through the environment (``FASTROUTE_CONFIG``): it holds the
+names of the key variables, never a key.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from fastroute.config import config_from_dict, drop_unusable_providers
+
+ENV_CONFIG = "FASTROUTE_CONFIG"
+
+
+def app_factory() -> Any:
+    """Granian's target (``factory=True``): build the app in the worker."""
+    from fastroute.server.app import build_app
+
+    payload = orjson.loads(os.environ[ENV_CONFIG])
+    config, _ = drop_unusable_providers(config_from_dict(payload["data"], payload["source"]))
+    return build_app(config)
+
+
+def loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, grace_s: float) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    os.environ[ENV_CONFIG] = orjson.dumps({"source": source, "data": raw}).decode()
+    server = Granian(
+        "fastroute.server.runner:app_factory", factory=True, address=host, port=port,
+        interface=Interfaces.ASGI, workers=workers,
+        loop=Loops.uvloop if loop_name() == "uvloop" else Loops.asyncio,
+        workers_kill_timeout=max(1, int(round(grace_s))), log_access=False,
+    )
+    server.serve()
