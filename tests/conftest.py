@@ -1,0 +1,172 @@
+"""Shared fixtures: the stub upstream, and real ``fastroute serve`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stub_upstream import StubUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVIDER_KEY = "sk-provider-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FastrouteProcess:
+    """``python -m fastroute serve`` in a subprocess, stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.port = free_port()
+        self.args = args
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.cwd = cwd
+        self.proc: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> FastrouteProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastroute", "serve", *self.args, "--port", str(self.port)],
+            env=self.env, cwd=self.cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.output = self.proc.stdout.read()  # type: ignore[union-attr]
+                raise RuntimeError(f"fastroute exited with {self.proc.returncode}:\n{self.output}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"fastroute did not become healthy:\n{self.output}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.output += out or ""
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def stub() -> Iterator[StubUpstream]:
+    upstream = StubUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+def stub_config(stub: StubUpstream, upstream_client: str = "aiohttp") -> str:
+    dead_port = free_port()  # nothing listens there
+    return f"""
+[server]
+upstream_client = "{upstream_client}"
+max_body_bytes = 65536
+
+[[providers]]
+name = "echo"
+format = "echo"
+
+[[providers]]
+name = "stub"
+format = "openai"
+base_url = "{stub.base_url}"
+api_key_env = "FASTROUTE_TEST_PROVIDER_KEY"
+models = ["stub-model"]
+
+[[providers]]
+name = "stub-impatient"
+format = "openai"
+base_url = "{stub.base_url}"
+read_timeout = 0.5
+
+[[providers]]
+name = "stub-forward"
+format = "openai"
+base_url = "{stub.base_url}"
+api_key_env = "FASTROUTE_TEST_PROVIDER_KEY"
+forward_client_key = true
+
+[[providers]]
+name = "dead"
+format = "openai"
+base_url = "http://127.0.0.1:{dead_port}/v1"
+connect_timeout = 2
+
+[[routers]]
+type = "prefix"
+model_prefix = "echo"
+provider = "echo"
+
+[[routers]]
+type = "prefix"
+model_prefix = "alias"
+provider = "stub"
+rewrite_model = "stub-rewritten"
+
+[[routers]]
+type = "prefix"
+model_prefix = "slowpoke"
+provider = "stub-impatient"
+rewrite_model = "stub-hang"
+
+[[routers]]
+type = "prefix"
+model_prefix = "forward"
+provider = "stub-forward"
+
+[[routers]]
+type = "prefix"
+model_prefix = "dead"
+provider = "dead"
+
+[[routers]]
+type = "prefix"
+model_prefix = "stub"
+provider = "stub"
+"""
+
+
+def start_router(tmp_path: Path, stub: StubUpstream, upstream_client: str = "aiohttp") -> FastrouteProcess:
+    config = tmp_path / f"fastroute-{upstream_client}.toml"
+    config.write_text(stub_config(stub, upstream_client))
+    return FastrouteProcess([str(config)], env={"FASTROUTE_TEST_PROVIDER_KEY": PROVIDER_KEY}).start()
+
+
+@pytest.fixture(scope="session", params=["aiohttp", "httpx"])
+def router(request: pytest.FixtureRequest, stub: StubUpstream,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
+    """A real fastroute process routing to the stub, once per upstream client."""
+    proc = start_router(tmp_path_factory.mktemp("router"), stub, request.param)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def fresh_stub(stub: StubUpstream) -> StubUpstream:
+    stub.reset()
+    return stub

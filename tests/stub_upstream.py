@@ -1,0 +1,202 @@
+"""A small OpenAI-dialect upstream for tests, on 127.0.0.1, in a thread of the test process.
+
+Behaviour is chosen by the ``model`` the request carries (so it works through
+fastroute, which forwards the body):
+
+    anything else         answers "stub: <last user text>" (JSON or SSE, usage included)
+    stub-error-500        HTTP 500 with an OpenAI error body
+    stub-context          HTTP 400 context_length_exceeded, as OpenAI words it
+    stub-429              HTTP 429 rate limit
+    stub-hang             never answers (read timeout)
+    stub-cut              streams two chunks, then drops the connection mid-event
+    stub-slow             streams a chunk every 50 ms for a minute (client disconnect tests)
+    stub-paced            streams ten chunks 100 ms apart, then ends properly (shutdown tests)
+    stub-garbage          HTTP 200 with a body that is not JSON
+
+Every request is recorded (path, headers, JSON body) in ``stub.requests``;
+``stub.cancelled`` counts streams whose client went away before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class StubUpstream:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    cancelled: int = 0
+    finished_streams: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # lifecycle ------------------------------------------------------------
+
+    def start(self) -> StubUpstream:
+        sock = socket.socket()
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start_app())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="stub-upstream")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("stub upstream did not start")
+        return self
+
+    async def _start_app(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
+        fut.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)  # type: ignore[union-attr]
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.cancelled = 0
+        self.finished_streams = 0
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    # handlers -------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw
+        self.requests.append(Recorded(request.path, dict(request.headers), body))
+        model = body.get("model", "") if isinstance(body, dict) else ""
+        stream = isinstance(body, dict) and body.get("stream") is True
+        if model == "stub-error-500":
+            return _error(500, "the stub's engine exploded", "server_error")
+        if model == "stub-context":
+            return _error(400, "This model's maximum context length is 8192 tokens. However, your messages "
+                               "resulted in 9000 tokens.", "invalid_request_error", code="context_length_exceeded")
+        if model == "stub-429":
+            return _error(429, "Rate limit reached for requests", "rate_limit_error", code="rate_limit_exceeded")
+        if model == "stub-hang":
+            await asyncio.sleep(3600)
+        if model == "stub-garbage":
+            return web.Response(status=200, body=b"<html>not json</html>", content_type="text/html")
+        text = "stub: " + _last_user_text(body)
+        if not stream:
+            return web.json_response(_completion(model, text), dumps=lambda o: orjson.dumps(o).decode())
+        return await self._stream(request, model, text)
+
+    async def _stream(self, request: web.Request, model: str, text: str) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        words = text.split(" ")
+        try:
+            if model == "stub-slow":
+                for i in range(1200):
+                    await resp.write(_chunk(model, {"content": f"tick{i} "}))
+                    await asyncio.sleep(0.05)
+            if model == "stub-paced":
+                words = [f"part{i}" for i in range(10)]
+            for i, word in enumerate(words):
+                if model == "stub-paced":
+                    await asyncio.sleep(0.1)
+                await resp.write(_chunk(model, {"content": word if i == 0 else " " + word}))
+                if model == "stub-cut" and i == 1:
+                    await resp.write(b'data: {"id":"chatcmpl-stub","choi')  # half an event, then gone
+                    request.transport.abort()  # type: ignore[union-attr]
+                    return resp
+            await resp.write(_chunk(model, {}, finish="stop"))
+            usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+            await resp.write(b"data: " + orjson.dumps({"id": "chatcmpl-stub", "object": "chat.completion.chunk",
+                                                        "created": 1, "model": model, "choices": [],
+                                                        "usage": usage}) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            self.finished_streams += 1
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled += 1
+            raise
+        return resp
+
+
+def _last_user_text(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            if isinstance(c, list):
+                return "".join(p.get("text", "") for p in c if isinstance(p, dict))
+    return ""
+
+
+def _completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-stub", "object": "chat.completion", "created": 1, "model": model,
+        "system_fingerprint": "fp_stub",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5 + len(text.split()),
+                  "prompt_tokens_details": {"cached_tokens": 2}},
+    }
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return b"data: " + orjson.dumps({
+        "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }) + b"\n\n"
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None) -> web.Response:
+    return web.Response(status=status, content_type="application/json",
+                        body=orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}))
