@@ -11,6 +11,7 @@ Every exchange ends in :meth:`Pipeline.finish`, streamed or not, success or erro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -28,6 +29,8 @@ from fastroute.routing import Router
 log = logging.getLogger("fastroute")
 
 JSON = b"application/json"
+#: status recorded when the client went away before the end (nginx's convention)
+CLIENT_CLOSED = 499
 EVENT_STREAM = b"text/event-stream"
 
 
@@ -143,19 +146,32 @@ class Pipeline:
     async def _relay(self, ex: Exchange, dialect: ModuleType, provider: Provider, reply: Any) -> AsyncIterator[bytes]:
         """Forward the upstream's chunks the moment they arrive; read them on the side."""
         tap = dialect.StreamTap()
-        tail = b"\n\n"
+        held = b""  # the start of an event whose end has not arrived yet
         try:
             async for chunk in reply.chunks():
                 if ex.ttft_ms is None:
                     ex.ttft_ms = ex.elapsed_ms()
+                if held:
+                    chunk, held = held + chunk, b""
+                if not chunk.endswith(b"\n\n"):
+                    # Forward whole events only: a client can do nothing with half of one, and
+                    # if the upstream dies mid-event the client must see an error, not broken JSON.
+                    cut = sse_boundary(chunk)
+                    chunk, held = chunk[:cut], chunk[cut:]
+                    if not chunk:
+                        continue
                 yield chunk
-                tail = chunk[-2:]
                 tap.feed(chunk)
+            if held:  # the upstream ended cleanly on an unterminated event: it is the upstream's to give
+                yield held
+                tap.feed(held)
         except (UpstreamError, UpstreamTimeout) as exc:
             err = provider.transport_error(exc)
             ex.status, ex.error = err.http_status, err.message
-            # end the half-sent event first, then say what happened
-            yield (b"" if tail == b"\n\n" else b"\n\n") + dialect.render_stream_error(err)
+            yield dialect.render_stream_error(err)
+        except (asyncio.CancelledError, GeneratorExit):
+            ex.status, ex.error = CLIENT_CLOSED, "client disconnected"
+            raise
         finally:
             await reply.aclose()
             ex.usage, ex.response_text = tap.usage, tap.text
@@ -184,10 +200,21 @@ class Pipeline:
         except RequestError as err:
             ex.status, ex.error = err.http_status, err.message
             yield dialect.render_stream_error(err)
+        except (asyncio.CancelledError, GeneratorExit):
+            ex.status, ex.error = CLIENT_CLOSED, "client disconnected"
+            raise
         finally:
             await events.aclose()
             ex.response_text = "".join(text)
             self.finish(ex)
+
+
+def sse_boundary(data: bytes) -> int:
+    """The index just past the last complete SSE event in ``data`` (0 if none)."""
+    cut = data.rfind(b"\n\n") + 2
+    crlf = data.rfind(b"\r\n\r\n") + 4
+    cr = data.rfind(b"\r\r") + 2
+    return max(cut if cut > 1 else 0, crlf if crlf > 3 else 0, cr if cr > 1 else 0)
 
 
 def _sse_headers() -> list[tuple[bytes, bytes]]:

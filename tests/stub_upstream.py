@@ -78,7 +78,7 @@ class StubUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
 
@@ -160,9 +160,11 @@ class StubUpstream:
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             self.finished_streams += 1
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        except ConnectionResetError:
+            self.cancelled += 1
         return resp
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -33,19 +34,48 @@ def client_key(request: Request) -> str | None:
     return key.decode("latin-1") if key else None
 
 
-def to_response(answer: Answer | StreamAnswer) -> Response:
+def to_response(answer: Answer | StreamAnswer, receive: Any = None) -> Response:
     if isinstance(answer, StreamAnswer):
-        chunks = answer.chunks
-
-        async def provider() -> Any:
-            try:
-                async for chunk in chunks:
-                    yield chunk
-            finally:
-                await chunks.aclose()  # type: ignore[attr-defined]
-
-        return Response(answer.status, answer.headers, StreamedContent(answer.content_type, provider))
+        return Response(answer.status, answer.headers,
+                        StreamedContent(answer.content_type, _until_disconnect(answer.chunks, receive)))
     return Response(answer.status, answer.headers, Content(answer.content_type, answer.body))
+
+
+def _until_disconnect(chunks: Any, receive: Any) -> Callable[[], AsyncIterator[bytes]]:
+    """Stream ``chunks``; when the client goes away, stop, and so cancel the upstream request.
+
+    Granian drops what is sent to a closed connection without a word, so the
+    only sign of a vanished client is ``http.disconnect`` on the ASGI receive
+    channel: a watcher waits for it and cancels the task that streams.
+    """
+
+    async def provider() -> AsyncIterator[bytes]:
+        task = asyncio.current_task()
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while True:
+                message = await receive()
+                if message.get("type") == "http.disconnect":
+                    gone = True
+                    task.cancel()  # type: ignore[union-attr]
+                    return
+
+        watcher = asyncio.create_task(watch()) if receive is not None else None
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # type: ignore[union-attr]
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await chunks.aclose()
+
+    return provider
 
 
 class Handlers:
@@ -90,7 +120,8 @@ class Handlers:
             body = await self.read_json(request)
         except RequestError as err:
             return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
-        return to_response(await self.pipeline.dispatch(dialect, body, key))
+        receive = getattr(request.content, "receive", None)
+        return to_response(await self.pipeline.dispatch(dialect, body, key), receive)
 
     async def health(self, request: Request) -> Response:
         return Response(200, None, Content(b"text/plain; charset=utf-8", b"ok"))
