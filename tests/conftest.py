@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,35 +28,52 @@ def free_port() -> int:
 
 
 class FastrouteProcess:
-    """``python -m fastroute serve`` in a subprocess, stopped with SIGTERM."""
+    """``python -m fastroute serve`` in a subprocess (its own process group), stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+                 workers: int = 1) -> None:
         self.port = free_port()
         self.args = args
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
+        self.workers = workers
         self.proc: subprocess.Popen[str] | None = None
-        self.output = ""
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
     def start(self, timeout: float = 30.0) -> FastrouteProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastroute", "serve", *self.args, "--port", str(self.port)],
             env=self.env, cwd=self.cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
         )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                self.output = self.proc.stdout.read()  # type: ignore[union-attr]
+                self._reader.join(5)
                 raise RuntimeError(f"fastroute exited with {self.proc.returncode}:\n{self.output}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            # ready: every worker has started (a signal to a booting worker is lost) and /health answers
+            if self.output.count("Started worker-") >= self.workers:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"fastroute did not become healthy:\n{self.output}")
@@ -65,11 +83,12 @@ class FastrouteProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output += out or ""
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(5)
         return self.proc.returncode
 
 

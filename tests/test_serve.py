@@ -1,0 +1,101 @@
+"""``fastroute serve`` as a user runs it: embedded default, workers, auth, clean shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+from tests.conftest import PROVIDER_KEY, FastrouteProcess, start_router, stub_config
+from tests.stub_upstream import StubUpstream
+
+NO_KEYS = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
+
+
+def test_embedded_default_streams_to_the_openai_sdk() -> None:
+    proc = FastrouteProcess([], env=NO_KEYS).start()
+    try:
+        client = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="anything", max_retries=0)
+        chunks = list(client.chat.completions.create(
+            model="echo", stream=True, messages=[{"role": "user", "content": "works on a fresh machine"}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "works on a fresh machine"
+        assert [m.id for m in client.models.list()] == ["echo"]
+    finally:
+        assert proc.stop() == 0
+    assert "speedups: " in proc.output
+    assert "echo       built in" in proc.output
+    assert "ollama     " in proc.output  # says whether it found one
+    assert f"Point OpenAI clients at  http://127.0.0.1:{proc.port}/v1" in proc.output
+
+
+def test_config_flag_and_workers(tmp_path: Path, stub: StubUpstream) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(stub_config(stub))
+    proc = FastrouteProcess(["--config", str(conf), "--workers", "2"],
+                            env={"FASTROUTE_TEST_PROVIDER_KEY": PROVIDER_KEY}, workers=2).start()
+    try:
+        client = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="x", max_retries=0)
+        for _ in range(6):
+            chunks = list(client.chat.completions.create(
+                model="stub-model", stream=True, messages=[{"role": "user", "content": "hi"}]))
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "stub: hi"
+    finally:
+        assert proc.stop() == 0
+    assert "workers: 2" in proc.output
+    assert PROVIDER_KEY not in proc.output  # the key's name may be printed, never the key
+
+
+def test_server_api_key_is_required_when_configured(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text('[server]\napi_key_env = "FR_TEST_SERVER_KEY"\n[[providers]]\nname = "echo"\nformat = "echo"\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
+    proc = FastrouteProcess([str(conf)], env={"FR_TEST_SERVER_KEY": "let-me-in"}).start()
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        url = f"{proc.url}/v1/chat/completions"
+        denied = httpx.post(url, json=body)
+        assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
+        assert httpx.post(url, json=body, headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.post(url, json=body, headers={"authorization": "Bearer let-me-in"}).status_code == 200
+        assert httpx.post(url, json=body, headers={"x-api-key": "let-me-in"}).status_code == 200
+        assert httpx.get(f"{proc.url}/health").status_code == 200  # health needs no key
+    finally:
+        proc.stop()
+
+
+def test_server_key_env_unset_refuses_to_start(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text('[server]\napi_key_env = "FR_TEST_SERVER_KEY_UNSET"\n')
+    proc = FastrouteProcess([str(conf)], env={"FR_TEST_SERVER_KEY_UNSET": ""})
+    try:
+        proc.start(timeout=15)
+        raise AssertionError("fastroute started without the key its config requires")
+    except RuntimeError as exc:
+        assert "server.api_key_env: $FR_TEST_SERVER_KEY_UNSET is not set" in str(exc)
+
+
+def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, stub: StubUpstream) -> None:
+    proc = start_router(tmp_path, stub)
+    received: list[bytes] = []
+
+    def consume() -> None:
+        with httpx.stream("POST", f"{proc.url}/v1/chat/completions", timeout=30,
+                          json={"model": "stub-paced", "stream": True,
+                                "messages": [{"role": "user", "content": "x"}]}) as resp:
+            for chunk in resp.iter_raw():
+                received.append(chunk)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert received, "the stream did not start"
+    code = proc.stop()  # SIGTERM while the stream is ~100 ms into its ~1 s
+    reader.join(10)
+    body = b"".join(received)
+    assert b"part9" in body and body.endswith(b"data: [DONE]\n\n")
+    assert code == 0
