@@ -58,8 +58,10 @@ def _print_table(usable: Any, router: Any, out: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    raw, source, _ = _load_raw(args.config)
+    raw, source, found = _load_raw(args.config)
     _, usable, warnings, router = _prepare(raw, source)
+    for line in found:
+        print(f"  {line}")
     for w in warnings:
         print(f"warning: {w}")
     print(f"{source}: ok")

@@ -225,3 +225,16 @@ def test_client_disconnect_cancels_upstream(router: FastrouteProcess, fresh_stub
     # the client is gone: fastroute must drop the upstream request, not read it for a minute
     assert fresh_stub.wait_for(lambda: fresh_stub.cancelled == 1, timeout=10)
     assert post(router, {"model": "echo", "messages": MESSAGES}).status_code == 200
+
+
+def test_stream_chunks_are_forwarded_as_they_arrive(router: FastrouteProcess, fresh_stub: StubUpstream) -> None:
+    # stub-paced sends ten events 100 ms apart: the first must reach the client
+    # while the upstream is still streaming, not after fastroute gathered them all
+    with httpx.stream("POST", f"{router.url}/v1/chat/completions", timeout=30,
+                      json={"model": "stub-paced", "messages": MESSAGES, "stream": True}) as resp:
+        chunks = resp.iter_raw()
+        first = next(chunks)
+        assert b"part0" in first and b"part9" not in first
+        assert fresh_stub.finished_streams == 0
+        rest = b"".join(chunks)
+    assert b"part9" in rest and rest.endswith(b"data: [DONE]\n\n")
