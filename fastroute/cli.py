@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,9 @@ def _load_raw(path: str | None) -> tuple[dict[str, Any], str, list[str]]:
 
         raw, found = embedded_config(os.environ, probe_ollama())
         return raw, "<embedded default>", found
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read file: {exc}") from exc
-    try:
-        return tomllib.loads(text), path, []
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"invalid TOML: {exc}") from exc
+    from fastroute.config import read_toml
+
+    return read_toml(path), path, []
 
 
 def _prepare(raw: dict[str, Any], source: str) -> Any:

@@ -182,6 +182,11 @@ class Config:
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a TOML config file."""
+    return config_from_dict(read_toml(path), str(path))
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML file's document; a missing, unreadable or malformed file is a ConfigError."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -190,10 +195,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "", f"cannot read file: {exc}") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"invalid TOML: {exc}") from exc
-    return config_from_dict(data, source)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
