@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-StopReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+#: why the model stopped; every dialect maps its own reasons to these and back
+StopReason = Literal["stop", "length", "tool_calls", "content_filter", "pause", "error"]
 
 
 @dataclass(slots=True)
@@ -33,13 +34,29 @@ class ImagePart:
 
 @dataclass(slots=True)
 class ThinkingPart:
-    text: str
+    """Model reasoning.  ``signature`` (Anthropic) is kept byte for byte; a
+    redacted block carries its opaque ``data`` instead of text."""
+
+    text: str = ""
     signature: str | None = None
     redacted: bool = False
+    data: str | None = None
     type: Literal["thinking"] = "thinking"
 
 
-ContentPart = TextPart | ImagePart | ThinkingPart
+@dataclass(slots=True)
+class DocumentPart:
+    """A document (PDF or text), inline base64 ``data`` or by ``url``."""
+
+    data: str | None = None
+    media_type: str | None = None
+    url: str | None = None
+    title: str | None = None
+    text: str | None = None
+    type: Literal["document"] = "document"
+
+
+ContentPart = TextPart | ImagePart | ThinkingPart | DocumentPart
 
 
 @dataclass(slots=True)
@@ -55,8 +72,9 @@ class Message:
     role: Role
     content: list[ContentPart] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
-    #: for role "tool": the call this message answers
+    #: for role "tool": the call this message answers, and whether it reports a failure
     tool_call_id: str | None = None
+    is_error: bool = False
     name: str | None = None
 
     def text(self) -> str:
@@ -83,6 +101,15 @@ class ChatRequest:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    parallel_tool_calls: bool | None = None
+    #: a JSON schema the answer must follow: {"name", "schema", "strict"}
+    output_schema: dict[str, Any] | None = None
+    #: Anthropic's extended thinking config, as given ({"type": "enabled", "budget_tokens": n}, ...)
+    thinking: dict[str, Any] | None = None
+    #: reasoning effort ("low" | "medium" | "high" | ...)
+    effort: str | None = None
+    #: Anthropic task budget (sent with the task-budgets beta header)
+    task_budget: Any = None
     #: fields of the client's dialect that the canonical model does not carry
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -95,9 +122,15 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class Usage:
+    #: all input tokens, cached ones included
     input_tokens: int = 0
     output_tokens: int = 0
+    #: input tokens read from the provider's prompt cache
     cached_input_tokens: int = 0
+    #: input tokens written to the provider's prompt cache
+    cache_creation_tokens: int = 0
+    #: output tokens spent on reasoning (a part of output_tokens)
+    reasoning_tokens: int = 0
     #: counted by fastroute because the upstream gave none
     estimated: bool = False
 
@@ -107,7 +140,9 @@ class Usage:
 
     def as_dict(self) -> dict[str, Any]:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cached_input_tokens": self.cached_input_tokens, "estimated": self.estimated}
+                "cached_input_tokens": self.cached_input_tokens,
+                "cache_creation_tokens": self.cache_creation_tokens,
+                "reasoning_tokens": self.reasoning_tokens, "estimated": self.estimated}
 
 
 @dataclass(slots=True)
@@ -117,6 +152,8 @@ class ChatResponse:
     content: list[ContentPart] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     stop_reason: StopReason = "stop"
+    #: the stop sequence that ended the answer, when one did
+    stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
     created: int = 0
 
@@ -126,14 +163,31 @@ class ChatResponse:
 
 @dataclass(slots=True)
 class StreamEvent:
-    """One step of a streamed answer.
+    """One step of a streamed answer, the same for every dialect.
 
-    kinds: ``start`` (id, model), ``text`` (text), ``tool_call`` (index, tool_call
-    with id/name and the first arguments), ``tool_args`` (index, text), ``stop``
-    (stop_reason), ``usage`` (usage), ``error`` (error: a RequestError).
+    A stream is: ``start``, then any of ``text`` / ``thinking`` / ``signature`` /
+    ``redacted_thinking`` / ``tool_call`` / ``tool_args`` in the order the model
+    produced them, then ``stop``, then ``usage`` — or an ``error`` anywhere,
+    after which nothing follows.
+
+    ======================  ==============================================
+    kind                    fields
+    ======================  ==============================================
+    ``start``               id, model, usage (input counts when known early)
+    ``text``                text (a delta)
+    ``thinking``            text (a delta of reasoning)
+    ``signature``           text (the thinking block's signature, verbatim)
+    ``redacted_thinking``   text (the opaque data, verbatim)
+    ``tool_call``           index (0, 1, ... per tool call), tool_call (id, name, first arguments)
+    ``tool_args``           index, text (a delta of the call's JSON arguments)
+    ``stop``                stop_reason, text (the stop sequence, if any)
+    ``usage``               usage
+    ``error``               error (a RequestError)
+    ======================  ==============================================
     """
 
-    kind: Literal["start", "text", "tool_call", "tool_args", "stop", "usage", "error"]
+    kind: Literal["start", "text", "thinking", "signature", "redacted_thinking", "tool_call", "tool_args",
+                  "stop", "usage", "error"]
     text: str = ""
     index: int = 0
     id: str = ""
