@@ -85,10 +85,17 @@ class StubUpstream:
     def stop(self) -> None:
         if self._loop is None:
             return
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         fut.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)  # type: ignore[union-attr]
+
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()  # type: ignore[union-attr]
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:  # handlers still hanging on purpose (stub-hang)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def reset(self) -> None:
         self.requests.clear()
