@@ -21,3 +21,12 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_no_extensions_switch_forces_python_at_runtime() -> None:
+    import os
+
+    code = "import fastroute._speedups as s; print(s.implementation(), s.SSEDecoder.__module__)"
+    env = {**os.environ, "FASTROUTE_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["python", "fastroute._speedups._sse_py"]

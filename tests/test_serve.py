@@ -25,7 +25,9 @@ def test_embedded_default_streams_to_the_openai_sdk() -> None:
         assert [m.id for m in client.models.list()] == ["echo"]
     finally:
         assert proc.stop() == 0
-    assert "speedups: " in proc.output
+    from fastroute import _speedups
+
+    assert f"on uvloop, speedups: {_speedups.implementation()}," in proc.output
     assert "echo       built in" in proc.output
     assert "ollama     " in proc.output  # says whether it found one
     assert f"Point OpenAI clients at  http://127.0.0.1:{proc.port}/v1" in proc.output
