@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from fastroute.canonical import Usage
+from fastroute.canonical import StreamEvent, Usage
 from fastroute.config import Config
 from fastroute.errors import RequestError, UpstreamError, UpstreamTimeout
 from fastroute.providers import Provider
@@ -93,7 +93,8 @@ class Pipeline:
         return Exchange(id="req_" + os.urandom(8).hex(), dialect=dialect.NAME, started=time.perf_counter(),
                         ts_ms=int(time.time() * 1000))
 
-    async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None) -> Answer | StreamAnswer:
+    async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None,
+                       client_headers: dict[str, str] | None = None) -> Answer | StreamAnswer:
         ex = self.new_exchange(dialect)
         try:
             model, stream = dialect.check_request(body)
@@ -106,17 +107,22 @@ class Pipeline:
             if provider.passthrough_dialect == dialect.NAME:
                 upstream_body = dialect.with_model(body, route.model)
                 if stream:
-                    reply = await provider.stream_raw(upstream_body, client_key)
-                    return StreamAnswer(200, self._relay(ex, dialect, provider, reply), headers + _sse_headers())
-                reply = await provider.post_raw(upstream_body, client_key)
+                    reply = await provider.stream_raw(upstream_body, client_key, client_headers)
+                    return StreamAnswer(200, self._relay(ex, dialect, provider, reply),
+                                        headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
+                reply = await provider.post_raw(upstream_body, client_key, client_headers)
                 ex.usage = dialect.usage_from_body(reply.body)
                 self.finish(ex)
                 return Answer(200, reply.body, headers)
             request = dialect.parse_request(body)
             request.model = route.model
             if stream:
-                return StreamAnswer(200, self._render(ex, dialect, provider.stream(request)), headers + _sse_headers())
-            response = await provider.send(request)
+                events = await provider.open_stream(request, client_key)
+                return StreamAnswer(200, self._render(ex, dialect, request, events),
+                                    headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
+            response = await provider.send(request, client_key)
+            if response.usage.total_tokens == 0:
+                response.usage = estimate_usage(request, response.text())
             ex.usage, ex.response_text = response.usage, response.text()
             self.finish(ex)
             return Answer(200, dialect.render_response(response), headers)
@@ -153,10 +159,10 @@ class Pipeline:
                     ex.ttft_ms = ex.elapsed_ms()
                 if held:
                     chunk, held = held + chunk, b""
-                if not chunk.endswith(b"\n\n"):
+                if not chunk.endswith(dialect.STREAM_END):
                     # Forward whole events only: a client can do nothing with half of one, and
                     # if the upstream dies mid-event the client must see an error, not broken JSON.
-                    cut = sse_boundary(chunk)
+                    cut = dialect.stream_boundary(chunk)
                     chunk, held = chunk[:cut], chunk[cut:]
                     if not chunk:
                         continue
@@ -179,8 +185,8 @@ class Pipeline:
                 ex.error = tap.error
             self.finish(ex)
 
-    async def _render(self, ex: Exchange, dialect: ModuleType, events: Any) -> AsyncIterator[bytes]:
-        """Render canonical stream events in the client's dialect."""
+    async def _render(self, ex: Exchange, dialect: ModuleType, request: Any, events: Any) -> AsyncIterator[bytes]:
+        """Render canonical stream events in the client's dialect; usage always ends the stream."""
         renderer = dialect.StreamRenderer()
         text: list[str] = []
         try:
@@ -193,8 +199,15 @@ class Pipeline:
                     ex.usage = ev.usage
                 elif ev.kind == "error":
                     ex.status, ex.error = ev.error.http_status, ev.error.message
+                    yield renderer.render(ev)
+                    return  # an error ends the stream: no clean ending after it
                 out = renderer.render(ev)
                 if out:  # an empty chunk would end the response
+                    yield out
+            if ex.usage is None:  # the upstream gave none: count it, and say so
+                ex.usage = estimate_usage(request, "".join(text))
+                out = renderer.render(StreamEvent("usage", usage=ex.usage))
+                if out:
                     yield out
             yield renderer.end()
         except RequestError as err:
@@ -209,13 +222,11 @@ class Pipeline:
             self.finish(ex)
 
 
-def sse_boundary(data: bytes) -> int:
-    """The index just past the last complete SSE event in ``data`` (0 if none)."""
-    cut = data.rfind(b"\n\n") + 2
-    crlf = data.rfind(b"\r\n\r\n") + 4
-    cr = data.rfind(b"\r\r") + 2
-    return max(cut if cut > 1 else 0, crlf if crlf > 3 else 0, cr if cr > 1 else 0)
-
-
-def _sse_headers() -> list[tuple[bytes, bytes]]:
-    return [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+def estimate_usage(request: Any, output: str) -> Usage:
+    """A rough count (four characters a token) for upstreams that report none, marked as estimated."""
+    chars = len(request.system or "")
+    for m in request.messages:
+        chars += sum(len(p.text) for p in m.content if hasattr(p, "text") and isinstance(p.text, str))
+        chars += sum(len(c.arguments) + len(c.name) for c in m.tool_calls)
+    return Usage(input_tokens=max(1, chars // 4), output_tokens=max(1, len(output) // 4) if output else 0,
+                 estimated=True)

@@ -14,16 +14,23 @@ import orjson
 
 from fastroute._speedups import SSEDecoder
 from fastroute.canonical import (
-    ChatRequest, ChatResponse, ImagePart, Message, StreamEvent, TextPart, Tool, ToolCall, Usage,
+    ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
+    ToolCall, Usage,
 )
-from fastroute.errors import BadRequest, ProviderStatusError, RequestError
+from fastroute.formats.framing import sse_boundary
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
 
 NAME = "openai"
+STREAM_CONTENT_TYPE = b"text/event-stream"
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+STREAM_END = b"\n\n"
+stream_boundary = sse_boundary
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 DONE = b"data: [DONE]\n\n"
 
-_MODELLED = frozenset({"model", "messages", "stream", "tools", "tool_choice", "max_tokens",
-                       "max_completion_tokens", "temperature", "top_p", "stop", "seed"})
+_MODELLED = frozenset({"model", "messages", "stream", "stream_options", "tools", "tool_choice", "max_tokens",
+                       "max_completion_tokens", "temperature", "top_p", "stop", "seed", "parallel_tool_calls",
+                       "response_format", "reasoning_effort"})
 
 
 # ── requests ───────────────────────────────────────────────────────────────
@@ -80,14 +87,28 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                   parameters=t["function"].get("parameters"))
              for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     stop = body.get("stop")
+    schema = None
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+        js = fmt["json_schema"]
+        schema = {"name": js.get("name", "output"), "schema": js.get("schema") or {}, "strict": js.get("strict")}
     return ChatRequest(
         model=model, messages=messages, system="\n\n".join(system_parts) or None, stream=stream,
-        tools=tools, tool_choice=body.get("tool_choice"),
+        tools=tools, tool_choice=_parse_tool_choice(body.get("tool_choice")),
         max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
         temperature=body.get("temperature"), top_p=body.get("top_p"),
         stop=[stop] if isinstance(stop, str) else list(stop or ()), seed=body.get("seed"),
+        parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema,
+        effort=body.get("reasoning_effort"),
         extra={k: v for k, v in body.items() if k not in _MODELLED},
     )
+
+
+def _parse_tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return {"name": name} if name else None
+    return choice if choice in ("auto", "none", "required") else None
 
 
 def _parse_content(content: Any) -> list[Any]:
@@ -109,6 +130,12 @@ def _parse_content(content: Any) -> list[Any]:
                 parts.append(ImagePart(data=data, media_type=media_type))
             else:
                 parts.append(ImagePart(url=url))
+        elif kind == "file":
+            f = p.get("file") or {}
+            data = f.get("file_data") or ""
+            media_type, _, b64 = data[5:].partition(";base64,") if data.startswith("data:") else ("", "", data)
+            parts.append(DocumentPart(data=b64 or None, media_type=media_type or "application/pdf",
+                                      title=f.get("filename")))
     return parts
 
 
@@ -119,10 +146,171 @@ def with_model(body: dict[str, Any], model: str) -> bytes:
     return orjson.dumps(body)
 
 
+# ── requests to an OpenAI-dialect provider ────────────────────────────────
+
+def check_translatable(request: ChatRequest, provider: str) -> None:
+    for m in request.messages:
+        for p in m.content:
+            if isinstance(p, DocumentPart) and not p.data:
+                raise BadRequest(f"provider '{provider}' (OpenAI dialect) cannot take a document by URL; "
+                                 "send it inline (base64)")
+
+
+def _render_parts(parts: list[Any]) -> Any:
+    if all(isinstance(p, TextPart) for p in parts):
+        return "".join(p.text for p in parts)
+    out: list[dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            out.append({"type": "text", "text": p.text})
+        elif isinstance(p, ImagePart):
+            url = p.url if p.url else f"data:{p.media_type or 'image/png'};base64,{p.data}"
+            out.append({"type": "image_url", "image_url": {"url": url}})
+        elif isinstance(p, DocumentPart):
+            if p.text is not None and not p.data:
+                out.append({"type": "text", "text": p.text})
+            else:
+                out.append({"type": "file", "file": {"filename": p.title or "document.pdf",
+                                                     "file_data": f"data:{p.media_type};base64,{p.data}"}})
+    return out
+
+
+def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        messages.append({"role": "system", "content": req.system})
+    for m in req.messages:
+        if m.role == "tool":
+            text = "".join(p.text for p in m.content if isinstance(p, TextPart))
+            messages.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": text})
+        elif m.role == "assistant":
+            visible = [p for p in m.content if not isinstance(p, ThinkingPart)]
+            msg: dict[str, Any] = {"role": "assistant", "content": _render_parts(visible) if visible else None}
+            if m.tool_calls:
+                msg["tool_calls"] = [_tool_call_dict(c) for c in m.tool_calls]
+            messages.append(msg)
+        else:
+            messages.append({"role": m.role, "content": _render_parts(m.content)})
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, **({"description": t.description} if t.description else {}),
+            "parameters": t.parameters or {"type": "object", "properties": {}}}} for t in req.tools]
+    if req.tool_choice is not None:
+        tc = req.tool_choice
+        body["tool_choice"] = {"type": "function", "function": {"name": tc["name"]}} if isinstance(tc, dict) else tc
+    if req.parallel_tool_calls is not None and req.tools:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+    for key, value in (("max_tokens", req.max_tokens), ("temperature", req.temperature), ("top_p", req.top_p),
+                       ("seed", req.seed), ("reasoning_effort", req.effort)):
+        if value is not None:
+            body[key] = value
+    if req.stop:
+        body["stop"] = req.stop
+    if req.output_schema is not None:
+        js = {"name": req.output_schema.get("name") or "output", "schema": req.output_schema.get("schema") or {}}
+        if req.output_schema.get("strict") is not None:
+            js["strict"] = req.output_schema["strict"]
+        body["response_format"] = {"type": "json_schema", "json_schema": js}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+_STOP_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+            "content_filter": "content_filter"}
+
+
+def parse_response(body: bytes) -> ChatResponse:
+    obj = orjson.loads(body)
+    choice = (obj.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[Any] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append(ThinkingPart(reasoning))
+    if isinstance(message.get("content"), str) and message["content"]:
+        content.append(TextPart(message["content"]))
+    calls = [ToolCall(id=c.get("id") or f"call_{i}", name=(c.get("function") or {}).get("name", ""),
+                      arguments=(c.get("function") or {}).get("arguments") or "{}")
+             for i, c in enumerate(message.get("tool_calls") or ())]
+    return ChatResponse(id=obj.get("id") or "chatcmpl", model=obj.get("model") or "", content=content,
+                        tool_calls=calls, stop_reason=_STOP_IN.get(choice.get("finish_reason") or "stop", "stop"),
+                        usage=_parse_usage(obj.get("usage")) or Usage(), created=obj.get("created") or 0)
+
+
+class StreamDecoder:
+    """OpenAI ``chat.completion.chunk`` SSE bytes -> canonical stream events."""
+
+    def __init__(self, provider: str = "upstream") -> None:
+        self.provider = provider
+        self._sse = SSEDecoder()
+        self._started = False
+        self._tools: set[int] = set()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in self._sse.feed(chunk):
+            self._event(ev.data, out)
+        return out
+
+    def flush(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in self._sse.flush():
+            self._event(ev.data, out)
+        return out
+
+    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict):
+            return
+        if obj.get("error") is not None:
+            err = obj["error"]
+            message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            out.append(StreamEvent("error", error=UpstreamError(
+                f"provider '{self.provider}' failed mid-stream: {message}", provider=self.provider)))
+            return
+        if not self._started:
+            self._started = True
+            out.append(StreamEvent("start", id=obj.get("id") or "", model=obj.get("model") or ""))
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append(StreamEvent("thinking", text=reasoning))
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                out.append(StreamEvent("text", text=text))
+            for tc in delta.get("tool_calls") or ():
+                index = tc.get("index", 0)
+                fn = tc.get("function") or {}
+                if index not in self._tools:
+                    self._tools.add(index)
+                    out.append(StreamEvent("tool_call", index=index, tool_call=ToolCall(
+                        id=tc.get("id") or f"call_{index}", name=fn.get("name") or "",
+                        arguments=fn.get("arguments") or "")))
+                elif fn.get("arguments"):
+                    out.append(StreamEvent("tool_args", index=index, text=fn["arguments"]))
+            finish = choice.get("finish_reason")
+            if finish:
+                out.append(StreamEvent("stop", stop_reason=_STOP_IN.get(finish, "stop")))
+        usage = _parse_usage(obj.get("usage"))
+        if usage is not None:
+            out.append(StreamEvent("usage", usage=usage))
+
+
 # ── responses ──────────────────────────────────────────────────────────────
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
-           "content_filter": "content_filter", "error": "stop"}
+           "content_filter": "content_filter", "pause": "stop", "error": "stop"}
 
 
 def _usage_dict(u: Usage) -> dict[str, Any]:
@@ -130,6 +318,10 @@ def _usage_dict(u: Usage) -> dict[str, Any]:
                            "total_tokens": u.total_tokens}
     if u.cached_input_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": u.cached_input_tokens}
+    if u.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    if u.estimated:
+        out["estimated"] = True  # counted by fastroute: the upstream gave no usage
     return out
 
 
@@ -138,7 +330,11 @@ def _tool_call_dict(c: ToolCall) -> dict[str, Any]:
 
 
 def render_response(resp: ChatResponse) -> bytes:
-    message: dict[str, Any] = {"role": "assistant", "content": resp.text() if resp.content or not resp.tool_calls else None}
+    text = resp.text()
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not resp.tool_calls else None}
+    reasoning = "".join(p.text for p in resp.content if isinstance(p, ThinkingPart))
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if resp.tool_calls:
         message["tool_calls"] = [_tool_call_dict(c) for c in resp.tool_calls]
     return orjson.dumps({
@@ -163,8 +359,9 @@ def _parse_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
     cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return Usage(input_tokens=u.get("prompt_tokens") or 0, output_tokens=u.get("completion_tokens") or 0,
-                 cached_input_tokens=cached)
+                 cached_input_tokens=cached, reasoning_tokens=reasoning)
 
 
 class StreamRenderer:
@@ -193,6 +390,8 @@ class StreamRenderer:
         if kind == "start":
             self._id, self._model = ev.id, ev.model
             return self._chunk({"role": "assistant", "content": ""})
+        if kind == "thinking":
+            return self._chunk({"reasoning_content": ev.text})
         if kind == "tool_call":
             c = ev.tool_call
             return self._chunk({"tool_calls": [{"index": ev.index, "id": c.id, "type": "function",

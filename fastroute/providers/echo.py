@@ -35,12 +35,15 @@ class EchoProvider(Provider):
     def _id() -> str:
         return "chatcmpl-echo-" + os.urandom(8).hex()
 
-    async def send(self, request: ChatRequest) -> ChatResponse:
+    async def send(self, request: ChatRequest, client_key: str | None = None) -> ChatResponse:
         reply = request.last_user_text()
         return ChatResponse(id=self._id(), model=request.model, content=[TextPart(reply)], stop_reason="stop",
                             usage=self._usage(request, reply), created=int(time.time()))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def open_stream(self, request: ChatRequest, client_key: str | None = None) -> AsyncIterator[StreamEvent]:
+        return self._stream(request)
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         reply = request.last_user_text()
         yield StreamEvent("start", id=self._id(), model=request.model)
         for word in _WORDS.findall(reply):

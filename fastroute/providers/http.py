@@ -1,0 +1,119 @@
+"""Providers reached over HTTP in one provider dialect (``formats/<name>.py``).
+
+Same dialect as the client: :meth:`post_raw` / :meth:`stream_raw` move bytes.
+Another dialect: :meth:`send` / :meth:`open_stream` translate through the
+canonical model with the dialect's ``render_request``, ``parse_response`` and
+``StreamDecoder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from fastroute.canonical import ChatRequest, ChatResponse, StreamEvent
+from fastroute.errors import UpstreamError, UpstreamTimeout
+from fastroute.providers.base import Provider
+from fastroute.providers.transport import Reply, StreamReply
+
+_JSON = "application/json"
+
+
+class HTTPProvider(Provider):
+    #: the module of formats/ this provider speaks
+    dialect: ModuleType
+
+    def __init__(self, config, client) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, client)
+        self.passthrough_dialect = self.dialect.NAME
+        self.url = self.endpoint(config.base_url.rstrip("/"))
+
+    def endpoint(self, base: str) -> str:
+        raise NotImplementedError
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    def headers(self, client_key: str | None, stream: bool, client_headers: Mapping[str, str] | None = None,
+                request: ChatRequest | None = None) -> dict[str, str]:
+        """Headers for one call: this provider's key (or, if it says so, the client's), never both."""
+        key = client_key if self.config.forward_client_key else self.api_key()
+        headers = {"content-type": _JSON, "accept": "text/event-stream" if stream else _JSON}
+        if key:
+            headers.update(self.auth_headers(key))
+        return headers
+
+    # bytes ----------------------------------------------------------------
+
+    async def post_raw(self, body: bytes, client_key: str | None,
+                       client_headers: Mapping[str, str] | None = None, request: ChatRequest | None = None) -> Reply:
+        """POST a body in this provider's dialect; a non-2xx answer raises, named for this provider."""
+        headers = self.headers(client_key, False, client_headers, request)
+        try:
+            reply = await self.client.post(self.url, headers, body, self.timeouts)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise self.transport_error(exc) from exc
+        if reply.status >= 300:
+            raise self.status_error(reply.status, reply.body, *self.dialect.upstream_error_message(reply.body))
+        return reply
+
+    async def stream_raw(self, body: bytes, client_key: str | None,
+                         client_headers: Mapping[str, str] | None = None,
+                         request: ChatRequest | None = None) -> StreamReply:
+        """Open a streamed call; returns once the upstream's status is known."""
+        headers = self.headers(client_key, True, client_headers, request)
+        try:
+            reply = await self.client.stream(self.url, headers, body, self.timeouts)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            raise self.transport_error(exc) from exc
+        if reply.status >= 300:
+            try:
+                data = await reply.read()
+            except (UpstreamError, UpstreamTimeout):
+                data = b""
+            finally:
+                await reply.aclose()
+            raise self.status_error(reply.status, data, *self.dialect.upstream_error_message(data))
+        return reply
+
+    # translation ----------------------------------------------------------
+
+    def check_request(self, request: ChatRequest) -> None:
+        """Refuse, with a clear 400, what this provider cannot take (never drop it)."""
+        self.dialect.check_translatable(request, self.name)
+
+    async def send(self, request: ChatRequest, client_key: str | None = None) -> ChatResponse:
+        self.check_request(request)
+        body = orjson.dumps(self.dialect.render_request(request, stream=False))
+        reply = await self.post_raw(body, client_key, request=request)
+        try:
+            return self.dialect.parse_response(reply.body)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"provider '{self.name}' answered with a body fastroute cannot read: "
+                                f"{type(exc).__name__}", provider=self.name) from exc
+
+    async def open_stream(self, request: ChatRequest, client_key: str | None = None) -> AsyncIterator[StreamEvent]:
+        """Start a streamed call (errors before the first byte raise here), then its events."""
+        self.check_request(request)
+        body = orjson.dumps(self.dialect.render_request(request, stream=True))
+        reply = await self.stream_raw(body, client_key, request=request)
+        return self._events(reply)
+
+    async def _events(self, reply: StreamReply) -> AsyncIterator[StreamEvent]:
+        decoder = self.dialect.StreamDecoder(self.name)
+        try:
+            async for chunk in reply.chunks():
+                for event in decoder.feed(chunk):
+                    yield event
+            for event in decoder.flush():
+                yield event
+        except (UpstreamError, UpstreamTimeout) as exc:
+            yield StreamEvent("error", error=self.transport_error(exc))
+        finally:
+            await reply.aclose()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "url": self.url}
