@@ -96,12 +96,14 @@ class ProviderStatusError(RequestError):
     error_type = "upstream_client_error"
 
     def __init__(self, provider: str, status: int, message: str, body: bytes = b"",
-                 upstream_type: str | None = None) -> None:
+                 upstream_type: str | None = None, body_dialect: str | None = None) -> None:
         super().__init__(message)
         self.provider = provider
         self.upstream_status = status
         self.body = body
         self.upstream_type = upstream_type
+        #: the dialect ``body`` is written in: passed to clients of that dialect untouched
+        self.body_dialect = body_dialect
 
     @property
     def http_status(self) -> int:

@@ -136,10 +136,21 @@ format = "openai"
 base_url = "http://127.0.0.1:{dead_port}/v1"
 connect_timeout = 2
 
+[[providers]]
+name = "stub-anthropic"
+format = "anthropic"
+base_url = "http://{stub.host}:{stub.port}"
+api_key_env = "FASTROUTE_TEST_PROVIDER_KEY"
+
 [[routers]]
 type = "prefix"
 model_prefix = "echo"
 provider = "echo"
+
+[[routers]]
+type = "prefix"
+model_prefix = "a/"
+provider = "stub-anthropic"
 
 [[routers]]
 type = "prefix"

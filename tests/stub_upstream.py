@@ -29,6 +29,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests import stub_dialects
+
 
 @dataclass
 class Recorded:
@@ -78,6 +80,9 @@ class StubUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/messages", self._dialect(stub_dialects.anthropic_messages))
+        app.router.add_post("/api/chat", self._dialect(stub_dialects.ollama_chat))
+        app.router.add_get("/api/tags", self._tags)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
@@ -112,6 +117,17 @@ class StubUpstream:
 
     # handlers -------------------------------------------------------------
 
+    async def _tags(self, request: web.Request) -> web.Response:
+        return await stub_dialects.ollama_tags(self, request)
+
+    def _dialect(self, handler: Any) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = orjson.loads(await request.read())
+            self.requests.append(Recorded(request.path, dict(request.headers), body))
+            return await handler(self, request, body)
+
+        return handle
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
 
@@ -135,10 +151,38 @@ class StubUpstream:
             await asyncio.sleep(3600)
         if model == "stub-garbage":
             return web.Response(status=200, body=b"<html>not json</html>", content_type="text/html")
-        text = "stub: " + _last_user_text(body)
+        messages = body.get("messages") or []
+        tool_result = messages[-1].get("content") if messages and messages[-1].get("role") == "tool" else None
+        tools = [(t.get("function") or {}).get("name", "") for t in body.get("tools") or []]
+        text, tool = stub_dialects.plan(_last_user_text(body), tools, tool_result)
+        if tool:
+            return await self._tool_call(request, model, tool, stream)
         if not stream:
             return web.json_response(_completion(model, text), dumps=lambda o: orjson.dumps(o).decode())
         return await self._stream(request, model, text)
+
+    async def _tool_call(self, request: web.Request, model: str, tool: str, stream: bool) -> web.StreamResponse:
+        args = orjson.dumps(stub_dialects.TOOL_ARGS).decode()
+        call = {"id": "call_stub1", "type": "function", "function": {"name": tool, "arguments": args}}
+        if not stream:
+            done = _completion(model, "")
+            done["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
+            done["choices"][0]["finish_reason"] = "tool_calls"
+            return web.json_response(done, dumps=lambda o: orjson.dumps(o).decode())
+        resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_chunk(model, {"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": "call_stub1", "type": "function", "function": {"name": tool, "arguments": ""}}]}))
+        for piece in (args[:5], args[5:]):
+            await resp.write(_chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        await resp.write(_chunk(model, {}, finish="tool_calls"))
+        await resp.write(b"data: " + orjson.dumps({"id": "chatcmpl-stub", "object": "chat.completion.chunk",
+                                                    "created": 1, "model": model, "choices": [],
+                                                    "usage": {"prompt_tokens": 5, "completion_tokens": 3,
+                                                              "total_tokens": 8}}) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _stream(self, request: web.Request, model: str, text: str) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})

@@ -30,7 +30,7 @@ DONE = b"data: [DONE]\n\n"
 
 _MODELLED = frozenset({"model", "messages", "stream", "stream_options", "tools", "tool_choice", "max_tokens",
                        "max_completion_tokens", "temperature", "top_p", "stop", "seed", "parallel_tool_calls",
-                       "response_format", "reasoning_effort"})
+                       "response_format", "reasoning_effort", "task_budget"})
 
 
 # ── requests ───────────────────────────────────────────────────────────────
@@ -99,7 +99,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         temperature=body.get("temperature"), top_p=body.get("top_p"),
         stop=[stop] if isinstance(stop, str) else list(stop or ()), seed=body.get("seed"),
         parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema,
-        effort=body.get("reasoning_effort"),
+        effort=body.get("reasoning_effort"), task_budget=body.get("task_budget"),
         extra={k: v for k, v in body.items() if k not in _MODELLED},
     )
 
@@ -462,10 +462,10 @@ class StreamTap:
 # ── errors ─────────────────────────────────────────────────────────────────
 
 def error_body(err: RequestError) -> bytes:
-    if isinstance(err, ProviderStatusError) and err.body and _is_openai_error(err.body):
+    if isinstance(err, ProviderStatusError) and err.body_dialect == NAME and _is_openai_error(err.body):
         return err.body  # the provider's own words, untouched
-    return orjson.dumps({"error": {"message": err.message, "type": err.error_type,
-                                   "param": err.param, "code": err.code}})
+    kind = err.upstream_type if isinstance(err, ProviderStatusError) and err.upstream_type else err.error_type
+    return orjson.dumps({"error": {"message": err.message, "type": kind, "param": err.param, "code": err.code}})
 
 
 def render_stream_error(err: RequestError) -> bytes:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastroute.config import Config
 from fastroute.errors import ConfigError
 from fastroute.providers.base import Provider
+from fastroute.providers.anthropic import AnthropicProvider
 from fastroute.providers.echo import EchoProvider
 from fastroute.providers.openai import OpenAIProvider
 from fastroute.providers.transport import UpstreamClient
 
-# Issue 3 brings the native anthropic and ollama dialects; until then those
-# formats are refused at startup (see build_providers).
-PROVIDER_CLASSES: dict[str, type[Provider]] = {"openai": OpenAIProvider, "echo": EchoProvider}
+PROVIDER_CLASSES: dict[str, type[Provider]] = {
+    "openai": OpenAIProvider, "anthropic": AnthropicProvider, "echo": EchoProvider,
+}
 
 __all__ = ["Provider", "build_providers", "PROVIDER_CLASSES"]
 

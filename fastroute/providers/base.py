@@ -36,7 +36,7 @@ class Provider:
     def status_error(self, status: int, body: bytes, message: str, upstream_type: str | None) -> Exception:
         """The error for a non-2xx answer: a 4xx is the provider's own, a 5xx is a 502."""
         if 400 <= status < 500:
-            return ProviderStatusError(self.name, status, message, body, upstream_type)
+            return ProviderStatusError(self.name, status, message, body, upstream_type, self.passthrough_dialect)
         return UpstreamError(f"provider '{self.name}' failed: HTTP {status}: {message}", provider=self.name)
 
     def transport_error(self, exc: UpstreamError | UpstreamTimeout) -> Exception:

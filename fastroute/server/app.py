@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from blacksheep import Application, Content, Request, Response, StreamedContent
 
 from fastroute.config import Config
 from fastroute.errors import BadRequest, ConfigError, NotFound, PayloadTooLarge, RequestError, Unauthorized
+from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import openai as openai_dialect
 from fastroute.pipeline import Answer, Pipeline, StreamAnswer
 from fastroute.providers import build_providers
@@ -21,6 +23,9 @@ from fastroute.providers.transport import make_client
 from fastroute.routing import Router
 
 log = logging.getLogger("fastroute")
+
+#: client headers that may travel to a provider of the client's own dialect
+FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
 
 
 def client_key(request: Request) -> str | None:
@@ -113,15 +118,22 @@ class Handlers:
                 raise Unauthorized("missing or invalid API key for this fastroute server")
         return key
 
-    async def chat_completions(self, request: Request) -> Response:
-        dialect = openai_dialect
-        try:
-            key = self.check_key(request)
-            body = await self.read_json(request)
-        except RequestError as err:
-            return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
-        receive = getattr(request.content, "receive", None)
-        return to_response(await self.pipeline.dispatch(dialect, body, key), receive)
+    def chat(self, dialect: ModuleType) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of one dialect's chat endpoint."""
+
+        async def handle(request: Request) -> Response:
+            try:
+                key = self.check_key(request)
+                body = await self.read_json(request)
+            except RequestError as err:
+                return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
+            forwarded = {name.decode(): value.decode("latin-1") for name in FORWARDED_HEADERS
+                         if (value := request.get_first_header(name)) is not None}
+            receive = getattr(request.content, "receive", None)
+            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded), receive)
+
+        handle.__name__ = f"{dialect.NAME}_chat"
+        return handle
 
     async def health(self, request: Request) -> Response:
         return Response(200, None, Content(b"text/plain; charset=utf-8", b"ok"))
@@ -166,8 +178,10 @@ def build_app(config: Config) -> Application:
     handlers = Handlers(config, pipeline, server_key)
 
     app = Application(show_error_details=False)
-    app.router.add_post("/v1/chat/completions", _route(handlers.chat_completions))
-    app.router.add_post("/chat/completions", _route(handlers.chat_completions))
+    openai_chat = handlers.chat(openai_dialect)
+    app.router.add_post("/v1/chat/completions", _route(openai_chat))
+    app.router.add_post("/chat/completions", _route(openai_chat))
+    app.router.add_post("/v1/messages", _route(handlers.chat(anthropic_dialect)))
     app.router.add_get("/health", _route(handlers.health))
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)

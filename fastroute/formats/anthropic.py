@@ -1,0 +1,578 @@
+"""Anthropic Messages dialect (``POST /v1/messages``), both ways.
+
+Accepts what real clients (Claude Code and the SDKs) send: ``system`` as a
+string or blocks, thinking and redacted-thinking blocks (signatures kept byte
+for byte), ``tool_result`` content as a string or blocks, images and documents
+as base64 or URL.  Streams are rendered the way the SDK needs them: every
+event with its ``event:`` line, ``content: []`` and ``usage`` in
+``message_start``, block indexes 0, 1, 2 ... without gaps, ``output_tokens`` in
+``message_delta``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from fastroute._speedups import SSEDecoder
+from fastroute.canonical import (
+    ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
+    ToolCall, Usage,
+)
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute.formats.framing import sse_boundary
+
+NAME = "anthropic"
+STREAM_CONTENT_TYPE = b"text/event-stream"
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+STREAM_END = b"\n\n"
+stream_boundary = sse_boundary
+DEFAULT_MAX_TOKENS = 4096
+TASK_BUDGET_BETA = "task-budgets-2026-03-13"
+
+_MODELLED = frozenset({"model", "messages", "system", "stream", "tools", "tool_choice", "max_tokens", "temperature",
+                       "top_p", "stop_sequences", "thinking", "output_config", "task_budget"})
+_STOP_IN = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop", "tool_use": "tool_calls",
+            "refusal": "content_filter", "pause_turn": "pause", "model_context_window_exceeded": "length"}
+_STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
+             "pause": "pause_turn", "error": "end_turn"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error"}
+
+
+# ── requests from clients ─────────────────────────────────────────────────
+
+def check_request(body: Any) -> tuple[str, bool]:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: field required (a non-empty string)", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest("messages: field required (an array of messages)", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise BadRequest(f"messages.{i}: each message needs a role of 'user' or 'assistant'",
+                             param=f"messages.{i}.role")
+        content = m.get("content")
+        if not isinstance(content, (str, list)):
+            raise BadRequest(f"messages.{i}.content: a string or an array of content blocks",
+                             param=f"messages.{i}.content")
+        if isinstance(content, list):
+            for j, block in enumerate(content):
+                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                    raise BadRequest(f"messages.{i}.content.{j}: each content block needs a type",
+                                     param=f"messages.{i}.content.{j}")
+    system = body.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        raise BadRequest("system: a string or an array of text blocks", param="system")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise BadRequest("max_tokens: an integer", param="max_tokens")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream: a boolean", param="stream")
+    return model, stream
+
+
+def _source_part(block: dict[str, Any], kind: str) -> Any:
+    source = block.get("source") or {}
+    stype = source.get("type")
+    if kind == "image":
+        if stype == "url":
+            return ImagePart(url=source.get("url"))
+        if stype == "base64":
+            return ImagePart(data=source.get("data"), media_type=source.get("media_type"))
+        raise BadRequest(f"image source type {stype!r} is not supported (use base64 or url)")
+    title = block.get("title")
+    if stype == "url":
+        return DocumentPart(url=source.get("url"), title=title)
+    if stype == "base64":
+        return DocumentPart(data=source.get("data"), media_type=source.get("media_type"), title=title)
+    if stype == "text":
+        return DocumentPart(text=source.get("data", ""), media_type="text/plain", title=title)
+    raise BadRequest(f"document source type {stype!r} is not supported (use base64, url or text)")
+
+
+def _parse_blocks(content: Any) -> list[Any]:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    parts: list[Any] = []
+    for block in content or ():
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(TextPart(block.get("text", "")))
+        elif kind in ("image", "document"):
+            parts.append(_source_part(block, kind))
+        elif kind == "thinking":
+            parts.append(ThinkingPart(block.get("thinking", ""), signature=block.get("signature")))
+        elif kind == "redacted_thinking":
+            parts.append(ThinkingPart(redacted=True, data=block.get("data")))
+    return parts
+
+
+def parse_request(body: dict[str, Any]) -> ChatRequest:
+    model, stream = check_request(body)
+    system = body.get("system")
+    if isinstance(system, list):
+        system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict) and b.get("type") == "text")
+    messages: list[Message] = []
+    for m in body["messages"]:
+        content = m["content"]
+        if m["role"] == "assistant":
+            blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+            calls = [ToolCall(id=b.get("id", ""), name=b.get("name", ""),
+                              arguments=orjson.dumps(b.get("input") or {}).decode())
+                     for b in blocks if b.get("type") == "tool_use"]
+            messages.append(Message("assistant", _parse_blocks([b for b in blocks if b.get("type") != "tool_use"]),
+                                    tool_calls=calls))
+            continue
+        if isinstance(content, list) and any(b.get("type") == "tool_result" for b in content):
+            rest: list[dict[str, Any]] = []
+            for b in content:
+                if b.get("type") == "tool_result":
+                    messages.append(Message("tool", _parse_blocks(b.get("content") or ""),
+                                            tool_call_id=b.get("tool_use_id"), is_error=bool(b.get("is_error"))))
+                else:
+                    rest.append(b)
+            if rest:
+                messages.append(Message("user", _parse_blocks(rest)))
+            continue
+        messages.append(Message("user", _parse_blocks(content)))
+    tools = []
+    for i, t in enumerate(body.get("tools") or ()):
+        if not isinstance(t, dict) or t.get("type") not in (None, "custom"):
+            kind = t.get("type") if isinstance(t, dict) else type(t).__name__
+            raise BadRequest(f"tools.{i}: server tool {kind!r} can only be served by an Anthropic provider",
+                             param=f"tools.{i}")
+        tools.append(Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("input_schema")))
+    choice, parallel = _parse_tool_choice(body.get("tool_choice"))
+    config = body.get("output_config") or {}
+    fmt = config.get("format") if isinstance(config, dict) else None
+    schema = None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = {"name": fmt.get("name") or "output", "schema": fmt.get("schema") or {}, "strict": True}
+    return ChatRequest(
+        model=model, messages=messages, system=system or None, stream=stream, tools=tools, tool_choice=choice,
+        parallel_tool_calls=parallel, max_tokens=body.get("max_tokens"), temperature=body.get("temperature"),
+        top_p=body.get("top_p"), stop=list(body.get("stop_sequences") or ()), output_schema=schema,
+        thinking=body.get("thinking"), effort=config.get("effort") if isinstance(config, dict) else None,
+        task_budget=(config.get("task_budget") if isinstance(config, dict) else None) or body.get("task_budget"),
+        extra={k: v for k, v in body.items() if k not in _MODELLED},
+    )
+
+
+def _parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
+    if not isinstance(choice, dict):
+        return None, None
+    parallel = False if choice.get("disable_parallel_tool_use") else None
+    kind = choice.get("type")
+    if kind == "tool":
+        return {"name": choice.get("name", "")}, parallel
+    return {"auto": "auto", "any": "required", "none": "none"}.get(kind), parallel
+
+
+def with_model(body: dict[str, Any], model: str) -> bytes:
+    if body["model"] != model:
+        body = {**body, "model": model}
+    return orjson.dumps(body)
+
+
+# ── requests to an Anthropic provider ────────────────────────────────────
+
+def check_translatable(request: ChatRequest, provider: str) -> None:
+    """Everything the canonical model carries has a place in Anthropic's dialect."""
+
+
+def _render_part(p: Any) -> dict[str, Any] | None:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text} if p.text else None
+    if isinstance(p, ImagePart):
+        source = {"type": "url", "url": p.url} if p.url else {"type": "base64", "media_type": p.media_type or "image/png",
+                                                             "data": p.data}
+        return {"type": "image", "source": source}
+    if isinstance(p, DocumentPart):
+        if p.url:
+            source: dict[str, Any] = {"type": "url", "url": p.url}
+        elif p.data:
+            source = {"type": "base64", "media_type": p.media_type or "application/pdf", "data": p.data}
+        else:
+            source = {"type": "text", "media_type": "text/plain", "data": p.text or ""}
+        return {"type": "document", "source": source, **({"title": p.title} if p.title else {})}
+    if isinstance(p, ThinkingPart):
+        if p.redacted:
+            return {"type": "redacted_thinking", "data": p.data or ""}
+        block = {"type": "thinking", "thinking": p.text}
+        if p.signature is not None:
+            block["signature"] = p.signature
+        return block
+    return None
+
+
+def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if messages and messages[-1]["role"] == role:  # Anthropic wants user and assistant to alternate
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
+    for m in req.messages:
+        if m.role == "tool":
+            inner = [b for b in (_render_part(p) for p in m.content) if b]
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": inner}
+            if m.is_error:
+                result["is_error"] = True
+            add("user", [result])
+        elif m.role == "assistant":
+            blocks = [b for b in (_render_part(p) for p in m.content) if b]
+            for c in m.tool_calls:
+                try:
+                    args = orjson.loads(c.arguments) if c.arguments else {}
+                except orjson.JSONDecodeError:
+                    args = {"_raw_arguments": c.arguments}
+                blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": args})
+            add("assistant", blocks or [{"type": "text", "text": ""}])
+        else:
+            blocks = [b for b in (_render_part(p) for p in m.content) if b]
+            add("user", blocks or [{"type": "text", "text": ""}])
+    body: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
+                            "messages": messages}
+    if req.system:
+        body["system"] = req.system
+    if req.tools:
+        body["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                          "input_schema": t.parameters or {"type": "object", "properties": {}}} for t in req.tools]
+    tc = req.tool_choice
+    choice: dict[str, Any] | None = None
+    if isinstance(tc, dict):
+        choice = {"type": "tool", "name": tc["name"]}
+    elif tc in ("auto", "required", "none"):
+        choice = {"type": {"auto": "auto", "required": "any", "none": "none"}[tc]}
+    if req.parallel_tool_calls is False and req.tools:
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    if choice is not None:
+        body["tool_choice"] = choice
+    for key, value in (("temperature", req.temperature), ("top_p", req.top_p), ("thinking", req.thinking)):
+        if value is not None:
+            body[key] = value
+    if req.stop:
+        body["stop_sequences"] = req.stop
+    config: dict[str, Any] = {}
+    if req.effort is not None:
+        config["effort"] = req.effort
+    if req.output_schema is not None:
+        config["format"] = {"type": "json_schema", "schema": req.output_schema.get("schema") or {}}
+    if req.task_budget is not None:
+        config["task_budget"] = req.task_budget
+    if config:
+        body["output_config"] = config
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _parse_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    read = u.get("cache_read_input_tokens") or 0
+    created = u.get("cache_creation_input_tokens") or 0
+    return Usage(input_tokens=(u.get("input_tokens") or 0) + read + created, output_tokens=u.get("output_tokens") or 0,
+                 cached_input_tokens=read, cache_creation_tokens=created)
+
+
+def parse_response(body: bytes) -> ChatResponse:
+    obj = orjson.loads(body)
+    content: list[Any] = []
+    calls: list[ToolCall] = []
+    for block in obj.get("content") or ():
+        kind = block.get("type")
+        if kind == "tool_use":
+            calls.append(ToolCall(id=block.get("id", ""), name=block.get("name", ""),
+                                  arguments=orjson.dumps(block.get("input") or {}).decode()))
+        else:
+            content.extend(_parse_blocks([block]))
+    return ChatResponse(id=obj.get("id") or "msg", model=obj.get("model") or "", content=content, tool_calls=calls,
+                        stop_reason=_STOP_IN.get(obj.get("stop_reason") or "end_turn", "stop"),
+                        stop_sequence=obj.get("stop_sequence"), usage=_parse_usage(obj.get("usage")) or Usage())
+
+
+class StreamDecoder:
+    """Anthropic SSE bytes -> canonical stream events."""
+
+    def __init__(self, provider: str = "upstream") -> None:
+        self.provider = provider
+        self._sse = SSEDecoder()
+        self._usage = Usage()
+        self._blocks: dict[int, int] = {}  # content block index -> tool call index
+        self._tools = 0
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in self._sse.feed(chunk):
+            self._event(ev.data, out)
+        return out
+
+    def flush(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in self._sse.flush():
+            self._event(ev.data, out)
+        return out
+
+    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                out.append(StreamEvent("text", text=delta.get("text", "")))
+            elif dtype == "input_json_delta":
+                index = self._blocks.get(obj.get("index", 0), 0)
+                if delta.get("partial_json"):
+                    out.append(StreamEvent("tool_args", index=index, text=delta["partial_json"]))
+            elif dtype == "thinking_delta":
+                out.append(StreamEvent("thinking", text=delta.get("thinking", "")))
+            elif dtype == "signature_delta":
+                out.append(StreamEvent("signature", text=delta.get("signature", "")))
+        elif kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            btype = block.get("type")
+            if btype == "tool_use":
+                self._blocks[obj.get("index", 0)] = self._tools
+                args = block.get("input")
+                out.append(StreamEvent("tool_call", index=self._tools, tool_call=ToolCall(
+                    id=block.get("id", ""), name=block.get("name", ""),
+                    arguments=orjson.dumps(args).decode() if args else "")))
+                self._tools += 1
+            elif btype == "text" and block.get("text"):
+                out.append(StreamEvent("text", text=block["text"]))
+            elif btype == "thinking" and block.get("thinking"):
+                out.append(StreamEvent("thinking", text=block["thinking"]))
+            elif btype == "redacted_thinking":
+                out.append(StreamEvent("redacted_thinking", text=block.get("data", "")))
+        elif kind == "message_start":
+            message = obj.get("message") or {}
+            self._usage = _parse_usage(message.get("usage")) or Usage()
+            out.append(StreamEvent("start", id=message.get("id", ""), model=message.get("model", ""),
+                                   usage=self._usage))
+        elif kind == "message_delta":
+            delta = obj.get("delta") or {}
+            u = obj.get("usage") or {}
+            if "output_tokens" in u:
+                self._usage.output_tokens = u["output_tokens"] or 0
+            if u.get("input_tokens") is not None:  # some servers only report input at the end
+                later = _parse_usage(u)
+                if later is not None:
+                    self._usage.input_tokens = later.input_tokens
+                    self._usage.cached_input_tokens = later.cached_input_tokens
+                    self._usage.cache_creation_tokens = later.cache_creation_tokens
+            if delta.get("stop_reason"):
+                out.append(StreamEvent("stop", stop_reason=_STOP_IN.get(delta["stop_reason"], "stop"),
+                                       text=delta.get("stop_sequence") or ""))
+            out.append(StreamEvent("usage", usage=self._usage))
+        elif kind == "error":
+            err = obj.get("error") or {}
+            out.append(StreamEvent("error", error=UpstreamError(
+                f"provider '{self.provider}' failed mid-stream: {err.get('type', 'error')}: {err.get('message', '')}",
+                provider=self.provider)))
+
+
+# ── answers to clients ────────────────────────────────────────────────────
+
+def _usage_dict(u: Usage) -> dict[str, Any]:
+    return {"input_tokens": max(0, u.input_tokens - u.cached_input_tokens - u.cache_creation_tokens),
+            "output_tokens": u.output_tokens, "cache_read_input_tokens": u.cached_input_tokens,
+            "cache_creation_input_tokens": u.cache_creation_tokens}
+
+
+def _message_id(raw: str) -> str:
+    return raw if raw.startswith("msg_") else "msg_" + (raw or os.urandom(12).hex())
+
+
+def _tool_use_block(c: ToolCall) -> dict[str, Any]:
+    try:
+        args = orjson.loads(c.arguments) if c.arguments else {}
+    except orjson.JSONDecodeError:
+        args = {"_raw_arguments": c.arguments}
+    return {"type": "tool_use", "id": c.id, "name": c.name, "input": args}
+
+
+def render_response(resp: ChatResponse) -> bytes:
+    content = [b for b in (_render_part(p) for p in resp.content) if b]
+    content += [_tool_use_block(c) for c in resp.tool_calls]
+    return orjson.dumps({
+        "id": _message_id(resp.id), "type": "message", "role": "assistant", "model": resp.model,
+        "content": content, "stop_reason": _STOP_OUT.get(resp.stop_reason, "end_turn"),
+        "stop_sequence": resp.stop_sequence, "usage": _usage_dict(resp.usage),
+    })
+
+
+def _sse(event: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class StreamRenderer:
+    """Canonical events -> Anthropic SSE, block by block, indexes without gaps."""
+
+    def __init__(self) -> None:
+        self._index = -1  # the open content block, -1: none
+        self._open: str | None = None  # its type
+        self._tool_block: dict[int, int] = {}
+        self._stop = "end_turn"
+        self._stop_sequence: str | None = None
+        self._usage: Usage | None = None
+        self._started = False
+        self._model = ""
+
+    def _start(self, id: str = "", model: str = "", usage: Usage | None = None) -> bytes:
+        self._started = True
+        return _sse("message_start", {"type": "message_start", "message": {
+            "id": _message_id(id), "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": _usage_dict(usage) if usage else {"input_tokens": 0, "output_tokens": 0}}})
+
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        return _sse("content_block_stop", {"type": "content_block_stop", "index": self._index})
+
+    def _begin(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close()
+        self._index += 1
+        self._open = kind
+        return out + _sse("content_block_start", {"type": "content_block_start", "index": self._index,
+                                                   "content_block": block})
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return _sse("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+
+    def render(self, ev: StreamEvent) -> bytes:
+        kind = ev.kind
+        out = b"" if self._started or kind in ("start", "error") else self._start()
+        if kind == "text":
+            if self._open != "text":
+                out += self._begin("text", {"type": "text", "text": ""})
+            return out + self._delta({"type": "text_delta", "text": ev.text})
+        if kind == "start":
+            self._model = ev.model
+            return self._start(ev.id, ev.model, ev.usage) + _sse("ping", {"type": "ping"})
+        if kind == "thinking":
+            if self._open != "thinking":
+                out += self._begin("thinking", {"type": "thinking", "thinking": ""})
+            return out + self._delta({"type": "thinking_delta", "thinking": ev.text})
+        if kind == "signature":
+            if self._open != "thinking":
+                out += self._begin("thinking", {"type": "thinking", "thinking": ""})
+            return out + self._delta({"type": "signature_delta", "signature": ev.text})
+        if kind == "redacted_thinking":
+            out += self._begin("redacted_thinking", {"type": "redacted_thinking", "data": ev.text})
+            return out + self._close()
+        if kind == "tool_call":
+            c = ev.tool_call
+            out += self._begin("tool_use", {"type": "tool_use", "id": c.id, "name": c.name, "input": {}})
+            self._tool_block[ev.index] = self._index
+            if c.arguments:
+                out += self._delta({"type": "input_json_delta", "partial_json": c.arguments})
+            return out
+        if kind == "tool_args":
+            if self._open == "tool_use" and self._tool_block.get(ev.index) == self._index:
+                return out + self._delta({"type": "input_json_delta", "partial_json": ev.text})
+            return out  # a delta for a block already closed cannot be sent in this dialect
+        if kind == "stop":
+            self._stop = _STOP_OUT.get(ev.stop_reason or "stop", "end_turn")
+            self._stop_sequence = ev.text or None
+            return out
+        if kind == "usage":
+            self._usage = ev.usage
+            return out
+        if kind == "error":
+            return out + render_stream_error(ev.error)
+        return out
+
+    def end(self) -> bytes:
+        out = b"" if self._started else self._start()
+        out += self._close()
+        usage = _usage_dict(self._usage) if self._usage else {"output_tokens": 0}
+        out += _sse("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": self._stop, "stop_sequence": self._stop_sequence},
+                                      "usage": usage})
+        return out + _sse("message_stop", {"type": "message_stop"})
+
+
+# ── passthrough, read on the side ─────────────────────────────────────────
+
+def usage_from_body(body: bytes) -> Usage | None:
+    try:
+        return _parse_usage(orjson.loads(body).get("usage"))
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+class StreamTap:
+    """Reads a passed-through Anthropic stream: text, usage, errors."""
+
+    def __init__(self) -> None:
+        self._decoder = StreamDecoder()
+        self.text_parts: list[str] = []
+        self.usage: Usage | None = None
+        self.error: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for ev in self._decoder.feed(chunk):
+            if ev.kind == "text":
+                self.text_parts.append(ev.text)
+            elif ev.kind in ("usage", "start"):
+                self.usage = ev.usage
+            elif ev.kind == "error":
+                self.error = ev.error.message
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+# ── errors ────────────────────────────────────────────────────────────────
+
+def _error_type(err: RequestError) -> str:
+    if isinstance(err, ProviderStatusError) and err.upstream_type:
+        return err.upstream_type
+    return _ERROR_TYPES.get(err.http_status, "api_error")
+
+
+def error_body(err: RequestError) -> bytes:
+    if isinstance(err, ProviderStatusError) and err.body_dialect == NAME and _is_anthropic_error(err.body):
+        return err.body
+    return orjson.dumps({"type": "error", "error": {"type": _error_type(err), "message": err.message}})
+
+
+def render_stream_error(err: RequestError) -> bytes:
+    return _sse("error", {"type": "error", "error": {"type": _error_type(err), "message": err.message}})
+
+
+def _is_anthropic_error(body: bytes) -> bool:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict)
+
+
+def upstream_error_message(body: bytes) -> tuple[str, str | None]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        err = obj["error"]
+        return str(err.get("message", "")), err.get("type") if isinstance(err.get("type"), str) else None
+    text = body[:300].decode("utf-8", "replace").strip()
+    return text or "(empty body)", None

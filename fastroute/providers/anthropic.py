@@ -1,0 +1,36 @@
+"""Providers that speak Anthropic's Messages API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastroute.canonical import ChatRequest
+from fastroute.formats import anthropic as dialect
+from fastroute.providers.http import HTTPProvider
+
+API_VERSION = "2023-06-01"
+#: client headers that travel with a same-dialect request (the features the client asked for)
+FORWARDED = ("anthropic-version", "anthropic-beta")
+
+
+class AnthropicProvider(HTTPProvider):
+    dialect = dialect
+
+    def endpoint(self, base: str) -> str:
+        return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+    def headers(self, client_key: str | None, stream: bool, client_headers: Mapping[str, str] | None = None,
+                request: ChatRequest | None = None) -> dict[str, str]:
+        headers = super().headers(client_key, stream, client_headers, request)
+        headers["anthropic-version"] = API_VERSION
+        for name in FORWARDED:
+            if client_headers and client_headers.get(name):
+                headers[name] = client_headers[name]
+        if request is not None and request.task_budget is not None:
+            betas = [b for b in headers.get("anthropic-beta", "").split(",") if b]
+            if dialect.TASK_BUDGET_BETA not in betas:
+                headers["anthropic-beta"] = ",".join([*betas, dialect.TASK_BUDGET_BETA])
+        return headers
