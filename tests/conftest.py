@@ -142,10 +142,21 @@ format = "anthropic"
 base_url = "http://{stub.host}:{stub.port}"
 api_key_env = "FASTROUTE_TEST_PROVIDER_KEY"
 
+[[providers]]
+name = "stub-ollama"
+format = "ollama"
+base_url = "http://{stub.host}:{stub.port}"
+models = ["o/stub-llama"]
+
 [[routers]]
 type = "prefix"
 model_prefix = "echo"
 provider = "echo"
+
+[[routers]]
+type = "prefix"
+model_prefix = "o/"
+provider = "stub-ollama"
 
 [[routers]]
 type = "prefix"

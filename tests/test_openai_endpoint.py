@@ -87,7 +87,7 @@ def test_sdk_echo_non_stream_and_stream(router: FastrouteProcess) -> None:
 def test_models_and_health(router: FastrouteProcess) -> None:
     assert httpx.get(f"{router.url}/health").text == "ok"
     ids = {m.id: m.owned_by for m in sdk(router).models.list()}
-    assert ids == {"echo": "echo", "stub-model": "stub"}
+    assert ids == {"echo": "echo", "stub-model": "stub", "o/stub-llama": "stub-ollama"}
 
 
 # ── keys ──────────────────────────────────────────────────────────────────

@@ -7,11 +7,12 @@ from fastroute.errors import ConfigError
 from fastroute.providers.base import Provider
 from fastroute.providers.anthropic import AnthropicProvider
 from fastroute.providers.echo import EchoProvider
+from fastroute.providers.ollama import OllamaProvider
 from fastroute.providers.openai import OpenAIProvider
 from fastroute.providers.transport import UpstreamClient
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
-    "openai": OpenAIProvider, "anthropic": AnthropicProvider, "echo": EchoProvider,
+    "openai": OpenAIProvider, "anthropic": AnthropicProvider, "ollama": OllamaProvider, "echo": EchoProvider,
 }
 
 __all__ = ["Provider", "build_providers", "PROVIDER_CLASSES"]

@@ -16,6 +16,7 @@ from blacksheep import Application, Content, Request, Response, StreamedContent
 from fastroute.config import Config
 from fastroute.errors import BadRequest, ConfigError, NotFound, PayloadTooLarge, RequestError, Unauthorized
 from fastroute.formats import anthropic as anthropic_dialect
+from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
 from fastroute.pipeline import Answer, Pipeline, StreamAnswer
 from fastroute.providers import build_providers
@@ -145,14 +146,54 @@ class Handlers:
             return error_response(err)
         data = [{"id": model, "object": "model", "created": 0, "owned_by": name}
                 for name, provider in self.pipeline.providers.items() for model in provider.models()]
-        return Response(200, None, Content(b"application/json", orjson.dumps({"object": "list", "data": data})))
+        return _json(200, {"object": "list", "data": data})
+
+    # Ollama's model endpoints, so tools built for Ollama can list and inspect what fastroute serves
+
+    def _served(self) -> list[tuple[str, str]]:
+        return [(model, name) for name, provider in self.pipeline.providers.items() for model in provider.models()]
+
+    async def ollama_tags(self, request: Request) -> Response:
+        try:
+            self.check_key(request)
+        except RequestError as err:
+            return error_response(err, ollama_dialect)
+        models = [{"name": m, "model": m, "modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": "",
+                   "details": {"format": "", "family": provider, "families": None, "parameter_size": "",
+                               "quantization_level": ""}} for m, provider in self._served()]
+        return _json(200, {"models": models})
+
+    async def ollama_show(self, request: Request) -> Response:
+        try:
+            self.check_key(request)
+            body = await self.read_json(request)
+            model = body.get("model") or body.get("name") if isinstance(body, dict) else None
+            if not isinstance(model, str) or not model:
+                raise BadRequest("model is required")
+            route = self.pipeline.router.route(model)
+        except RequestError as err:
+            status = 404 if err.code == "model_not_found" else err.http_status
+            return Response(status, None, Content(b"application/json", ollama_dialect.error_body(err)))
+        return _json(200, {"modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
+                           "details": {"format": "", "family": route.provider, "parameter_size": "",
+                                       "quantization_level": ""},
+                           "model_info": {}, "capabilities": ["completion", "tools"],
+                           "modified_at": "1970-01-01T00:00:00Z"})
+
+    async def ollama_version(self, request: Request) -> Response:
+        return _json(200, {"version": ollama_dialect.VERSION})
 
     async def not_found(self, request: Request) -> Response:
-        return error_response(NotFound(f"no route for {request.method} {request.path}"))
+        dialect = ollama_dialect if request.path.startswith("/api/") else openai_dialect
+        return error_response(NotFound(f"no route for {request.method} {request.path}"), dialect)
 
 
-def error_response(err: RequestError) -> Response:
-    return Response(err.http_status, None, Content(b"application/json", openai_dialect.error_body(err)))
+def error_response(err: RequestError, dialect: ModuleType = openai_dialect) -> Response:
+    return Response(err.http_status, None, Content(b"application/json", dialect.error_body(err)))
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(status, None, Content(b"application/json", orjson.dumps(payload)))
 
 
 def _route(method: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -182,6 +223,10 @@ def build_app(config: Config) -> Application:
     app.router.add_post("/v1/chat/completions", _route(openai_chat))
     app.router.add_post("/chat/completions", _route(openai_chat))
     app.router.add_post("/v1/messages", _route(handlers.chat(anthropic_dialect)))
+    app.router.add_post("/api/chat", _route(handlers.chat(ollama_dialect)))
+    app.router.add_get("/api/tags", _route(handlers.ollama_tags))
+    app.router.add_post("/api/show", _route(handlers.ollama_show))
+    app.router.add_get("/api/version", _route(handlers.ollama_version))
     app.router.add_get("/health", _route(handlers.health))
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)

@@ -1,0 +1,402 @@
+"""Ollama's native dialect (``POST /api/chat``), both ways.
+
+Streams are NDJSON: one JSON object a line, no blank lines, streaming on by
+default; tool calls travel whole (arguments as objects), so a streamed tool
+call is sent as one line once its arguments are complete.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from fastroute.canonical import (
+    ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
+    ToolCall, Usage,
+)
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute.formats.framing import ndjson_boundary
+
+NAME = "ollama"
+STREAM_CONTENT_TYPE = b"application/x-ndjson"
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+STREAM_END = b"\n"
+stream_boundary = ndjson_boundary
+VERSION = "0.12.0"  # what /api/version reports: new enough for clients' feature checks
+
+_ROLES = frozenset({"system", "user", "assistant", "tool"})
+_MODELLED = frozenset({"model", "messages", "stream", "tools", "options", "format", "think"})
+_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "num_predict": "max_tokens"}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+
+# ── requests from clients ─────────────────────────────────────────────────
+
+def check_request(body: Any) -> tuple[str, bool]:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages is required: a non-empty array")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise BadRequest(f"messages[{i}]: role must be one of system, user, assistant, tool")
+        if not isinstance(m.get("content", ""), str):
+            raise BadRequest(f"messages[{i}].content must be a string")
+        images = m.get("images")
+        if images is not None and not (isinstance(images, list) and all(isinstance(x, str) for x in images)):
+            raise BadRequest(f"messages[{i}].images must be an array of base64 strings")
+    stream = body.get("stream", True)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream must be a boolean")
+    return model, stream
+
+
+def _args_text(args: Any) -> str:
+    return args if isinstance(args, str) else orjson.dumps(args if args is not None else {}).decode()
+
+
+def parse_request(body: dict[str, Any]) -> ChatRequest:
+    model, stream = check_request(body)
+    system: list[str] = []
+    messages: list[Message] = []
+    last_calls: dict[str, str] = {}  # tool name -> id of its latest call, to pair tool results
+    for i, m in enumerate(body["messages"]):
+        role = m["role"]
+        content = m.get("content", "")
+        if role == "system":
+            system.append(content)
+            continue
+        parts: list[Any] = []
+        if m.get("thinking"):
+            parts.append(ThinkingPart(m["thinking"]))
+        if content:
+            parts.append(TextPart(content))
+        parts += [ImagePart(data=img, media_type="image/png") for img in m.get("images") or ()]
+        calls = []
+        for j, c in enumerate(m.get("tool_calls") or ()):
+            fn = c.get("function") or {}
+            call = ToolCall(id=c.get("id") or f"call_{i}_{j}", name=fn.get("name", ""),
+                            arguments=_args_text(fn.get("arguments")))
+            last_calls[call.name] = call.id
+            calls.append(call)
+        tool_id = None
+        if role == "tool":
+            name = m.get("tool_name") or m.get("name")
+            tool_id = m.get("tool_call_id") or last_calls.get(name or "") or (calls[-1].id if calls else None)
+            if tool_id is None and last_calls:
+                tool_id = list(last_calls.values())[-1]
+        messages.append(Message(role, parts, tool_calls=calls, tool_call_id=tool_id, name=m.get("tool_name")))
+    options = body.get("options") or {}
+    kwargs = {field: options[key] for key, field in _OPTIONS.items() if options.get(key) is not None}
+    stop = options.get("stop")
+    fmt = body.get("format")
+    schema = None
+    if fmt == "json":
+        schema = {"name": "output", "schema": {"type": "object"}, "strict": False}
+    elif isinstance(fmt, dict):
+        schema = {"name": "output", "schema": fmt, "strict": True}
+    think = body.get("think")
+    tools = [Tool(name=t["function"].get("name", ""), description=t["function"].get("description"),
+                  parameters=t["function"].get("parameters"))
+             for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    return ChatRequest(
+        model=model, messages=messages, system="\n\n".join(system) or None, stream=stream, tools=tools,
+        stop=[stop] if isinstance(stop, str) else list(stop or ()), output_schema=schema,
+        effort=think if isinstance(think, str) else None,
+        extra={k: v for k, v in body.items() if k not in _MODELLED}, **kwargs,
+    )
+
+
+def with_model(body: dict[str, Any], model: str) -> bytes:
+    """The client's body with the model changed and ``stream`` explicit (Ollama streams by default)."""
+    return orjson.dumps({**body, "model": model, "stream": body.get("stream", True)})
+
+
+# ── requests to an Ollama provider ───────────────────────────────────────
+
+def check_translatable(request: ChatRequest, provider: str) -> None:
+    for m in request.messages:
+        for p in m.content:
+            if isinstance(p, ImagePart) and not p.data:
+                raise BadRequest(f"provider '{provider}' (Ollama) takes images only inline (base64), "
+                                 f"not by URL: {p.url}")
+            if isinstance(p, DocumentPart):
+                raise BadRequest(f"provider '{provider}' (Ollama) cannot take documents")
+
+
+def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        messages.append({"role": "system", "content": req.system})
+    names = {c.id: c.name for m in req.messages for c in m.tool_calls}
+    for m in req.messages:
+        out: dict[str, Any] = {"role": m.role, "content": "".join(p.text for p in m.content if isinstance(p, TextPart))}
+        images = [p.data for p in m.content if isinstance(p, ImagePart) and p.data]
+        if images:
+            out["images"] = images
+        thinking = "".join(p.text for p in m.content if isinstance(p, ThinkingPart) and not p.redacted)
+        if thinking:
+            out["thinking"] = thinking
+        if m.tool_calls:
+            out["tool_calls"] = [{"function": {"name": c.name, "arguments": _loads_args(c.arguments)}}
+                                 for c in m.tool_calls]
+        if m.role == "tool" and m.tool_call_id in names:
+            out["tool_name"] = names[m.tool_call_id]
+        messages.append(out)
+    body: dict[str, Any] = {"model": req.model, "messages": messages, "stream": stream}
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, **({"description": t.description} if t.description else {}),
+            "parameters": t.parameters or {"type": "object", "properties": {}}}} for t in req.tools]
+    options: dict[str, Any] = {}
+    for key, field in _OPTIONS.items():
+        value = getattr(req, field)
+        if value is not None:
+            options[key] = value
+    if req.stop:
+        options["stop"] = req.stop
+    if options:
+        body["options"] = options
+    if req.output_schema is not None:
+        body["format"] = req.output_schema.get("schema") or "json"
+    if req.effort is not None or req.thinking is not None:
+        body["think"] = req.effort if req.effort in ("low", "medium", "high") else True
+    return body
+
+
+def _loads_args(arguments: str) -> Any:
+    try:
+        return orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {"_raw_arguments": arguments}
+
+
+_STOP_IN = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
+
+
+def _usage(obj: dict[str, Any]) -> Usage:
+    return Usage(input_tokens=obj.get("prompt_eval_count") or 0, output_tokens=obj.get("eval_count") or 0)
+
+
+def parse_response(body: bytes) -> ChatResponse:
+    obj = orjson.loads(body)
+    message = obj.get("message") or {}
+    content: list[Any] = []
+    if message.get("thinking"):
+        content.append(ThinkingPart(message["thinking"]))
+    if message.get("content"):
+        content.append(TextPart(message["content"]))
+    calls = [ToolCall(id=c.get("id") or f"call_{i}", name=(c.get("function") or {}).get("name", ""),
+                      arguments=_args_text((c.get("function") or {}).get("arguments")))
+             for i, c in enumerate(message.get("tool_calls") or ())]
+    stop = "tool_calls" if calls else _STOP_IN.get(obj.get("done_reason") or "stop", "stop")
+    return ChatResponse(id="ollama-" + str(int(time.time() * 1000)), model=obj.get("model") or "",
+                        content=content, tool_calls=calls, stop_reason=stop, usage=_usage(obj))
+
+
+class StreamDecoder:
+    """Ollama NDJSON bytes -> canonical stream events."""
+
+    def __init__(self, provider: str = "upstream") -> None:
+        self.provider = provider
+        self._buf = b""
+        self._started = False
+        self._tools = 0
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        data = self._buf + chunk if self._buf else chunk
+        lines = data.split(b"\n")
+        self._buf = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._line(line, out)
+        return out
+
+    def flush(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if self._buf.strip():
+            self._line(self._buf, out)
+        self._buf = b""
+        return out
+
+    def _line(self, line: bytes, out: list[StreamEvent]) -> None:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            out.append(StreamEvent("error", error=UpstreamError(
+                f"provider '{self.provider}' sent a line that is not JSON", provider=self.provider)))
+            return
+        if not isinstance(obj, dict):
+            return
+        if obj.get("error"):
+            out.append(StreamEvent("error", error=UpstreamError(
+                f"provider '{self.provider}' failed mid-stream: {obj['error']}", provider=self.provider)))
+            return
+        if not self._started:
+            self._started = True
+            out.append(StreamEvent("start", id="ollama-" + str(int(time.time() * 1000)), model=obj.get("model", "")))
+        message = obj.get("message") or {}
+        if message.get("thinking"):
+            out.append(StreamEvent("thinking", text=message["thinking"]))
+        if message.get("content"):
+            out.append(StreamEvent("text", text=message["content"]))
+        for c in message.get("tool_calls") or ():
+            fn = c.get("function") or {}
+            out.append(StreamEvent("tool_call", index=self._tools, tool_call=ToolCall(
+                id=c.get("id") or f"call_{self._tools}", name=fn.get("name", ""),
+                arguments=_args_text(fn.get("arguments")))))
+            self._tools += 1
+        if obj.get("done"):
+            stop = "tool_calls" if self._tools else _STOP_IN.get(obj.get("done_reason") or "stop", "stop")
+            out.append(StreamEvent("stop", stop_reason=stop))
+            out.append(StreamEvent("usage", usage=_usage(obj)))
+
+
+# ── answers to clients ────────────────────────────────────────────────────
+
+_DONE = {"stop": "stop", "length": "length", "tool_calls": "stop", "content_filter": "stop", "pause": "stop",
+         "error": "stop"}
+
+
+def _final_fields(usage: Usage | None, stop: str, elapsed_ns: int) -> dict[str, Any]:
+    u = usage or Usage()
+    return {"done": True, "done_reason": _DONE.get(stop, "stop"), "total_duration": elapsed_ns, "load_duration": 0,
+            "prompt_eval_count": u.input_tokens, "prompt_eval_duration": 0, "eval_count": u.output_tokens,
+            "eval_duration": elapsed_ns}
+
+
+def render_response(resp: ChatResponse) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": resp.text()}
+    thinking = "".join(p.text for p in resp.content if isinstance(p, ThinkingPart))
+    if thinking:
+        message["thinking"] = thinking
+    if resp.tool_calls:
+        message["tool_calls"] = [{"function": {"name": c.name, "arguments": _loads_args(c.arguments)}}
+                                 for c in resp.tool_calls]
+    return orjson.dumps({"model": resp.model, "created_at": _now(), "message": message,
+                         **_final_fields(resp.usage, resp.stop_reason, 0)})
+
+
+class StreamRenderer:
+    """Canonical events -> strict NDJSON; a tool call goes out whole once its arguments are complete."""
+
+    def __init__(self) -> None:
+        self._model = ""
+        self._started = time.perf_counter_ns()
+        self._calls: list[ToolCall] = []
+        self._stop = "stop"
+        self._usage: Usage | None = None
+
+    def _line(self, message: dict[str, Any]) -> bytes:
+        return orjson.dumps({"model": self._model, "created_at": _now(), "message": message, "done": False}) + b"\n"
+
+    def _flush_calls(self) -> bytes:
+        if not self._calls:
+            return b""
+        calls, self._calls = self._calls, []
+        return self._line({"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": c.name, "arguments": _loads_args(c.arguments)}} for c in calls]})
+
+    def render(self, ev: StreamEvent) -> bytes:
+        kind = ev.kind
+        if kind == "text":
+            return self._flush_calls() + self._line({"role": "assistant", "content": ev.text})
+        if kind == "thinking":
+            return self._line({"role": "assistant", "content": "", "thinking": ev.text})
+        if kind == "start":
+            self._model = ev.model
+            return b""
+        if kind == "tool_call":
+            c = ev.tool_call
+            self._calls.append(ToolCall(c.id, c.name, c.arguments))
+            return b""
+        if kind == "tool_args":
+            if self._calls:
+                self._calls[-1].arguments += ev.text
+            return b""
+        if kind == "stop":
+            self._stop = ev.stop_reason or "stop"
+            return self._flush_calls()
+        if kind == "usage":
+            self._usage = ev.usage
+            return b""
+        if kind == "error":
+            return self._flush_calls() + render_stream_error(ev.error)
+        return b""
+
+    def end(self) -> bytes:
+        elapsed = time.perf_counter_ns() - self._started
+        return self._flush_calls() + orjson.dumps({
+            "model": self._model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+            **_final_fields(self._usage, self._stop, elapsed)}) + b"\n"
+
+
+# ── passthrough, read on the side ─────────────────────────────────────────
+
+def usage_from_body(body: bytes) -> Usage | None:
+    try:
+        return _usage(orjson.loads(body))
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+class StreamTap:
+    def __init__(self) -> None:
+        self._decoder = StreamDecoder()
+        self.text_parts: list[str] = []
+        self.usage: Usage | None = None
+        self.error: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for ev in self._decoder.feed(chunk):
+            if ev.kind == "text":
+                self.text_parts.append(ev.text)
+            elif ev.kind == "usage":
+                self.usage = ev.usage
+            elif ev.kind == "error":
+                self.error = ev.error.message
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+# ── errors ────────────────────────────────────────────────────────────────
+
+def error_body(err: RequestError) -> bytes:
+    if isinstance(err, ProviderStatusError) and err.body_dialect == NAME and _is_ollama_error(err.body):
+        return err.body
+    return orjson.dumps({"error": err.message})
+
+
+def render_stream_error(err: RequestError) -> bytes:
+    return orjson.dumps({"error": err.message}) + b"\n"
+
+
+def _is_ollama_error(body: bytes) -> bool:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("error"), str)
+
+
+def upstream_error_message(body: bytes) -> tuple[str, str | None]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+        return obj["error"], None
+    text = body[:300].decode("utf-8", "replace").strip()
+    return text or "(empty body)", None
