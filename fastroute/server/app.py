@@ -18,6 +18,7 @@ from fastroute.errors import BadRequest, ConfigError, NotFound, PayloadTooLarge,
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
+from fastroute.formats import responses as responses_dialect
 from fastroute.pipeline import Answer, Pipeline, StreamAnswer
 from fastroute.providers import build_providers
 from fastroute.providers.transport import make_client
@@ -223,6 +224,7 @@ def build_app(config: Config) -> Application:
     app.router.add_post("/v1/chat/completions", _route(openai_chat))
     app.router.add_post("/chat/completions", _route(openai_chat))
     app.router.add_post("/v1/messages", _route(handlers.chat(anthropic_dialect)))
+    app.router.add_post("/v1/responses", _route(handlers.chat(responses_dialect)))
     app.router.add_post("/api/chat", _route(handlers.chat(ollama_dialect)))
     app.router.add_get("/api/tags", _route(handlers.ollama_tags))
     app.router.add_post("/api/show", _route(handlers.ollama_show))
