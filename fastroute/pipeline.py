@@ -105,10 +105,10 @@ class Pipeline:
             headers = [(b"x-router-provider", provider.name.encode()), (b"x-router-model", route.model.encode()),
                        (b"x-request-id", ex.id.encode())]
             if provider.passthrough_dialect == dialect.NAME:
-                upstream_body = dialect.with_model(body, route.model)
+                upstream_body, tap = dialect.passthrough(body, route.model, stream)
                 if stream:
                     reply = await provider.stream_raw(upstream_body, client_key, client_headers)
-                    return StreamAnswer(200, self._relay(ex, dialect, provider, reply),
+                    return StreamAnswer(200, self._relay(ex, dialect, provider, reply, tap),
                                         headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
                 reply = await provider.post_raw(upstream_body, client_key, client_headers)
                 ex.usage = dialect.usage_from_body(reply.body)
@@ -149,9 +149,9 @@ class Pipeline:
 
     # streams --------------------------------------------------------------
 
-    async def _relay(self, ex: Exchange, dialect: ModuleType, provider: Provider, reply: Any) -> AsyncIterator[bytes]:
+    async def _relay(self, ex: Exchange, dialect: ModuleType, provider: Provider, reply: Any,
+                     tap: Any) -> AsyncIterator[bytes]:
         """Forward the upstream's chunks the moment they arrive; read them on the side."""
-        tap = dialect.StreamTap()
         held = b""  # the start of an event whose end has not arrived yet
         try:
             async for chunk in reply.chunks():
@@ -166,11 +166,11 @@ class Pipeline:
                     chunk, held = chunk[:cut], chunk[cut:]
                     if not chunk:
                         continue
-                yield chunk
-                tap.feed(chunk)
+                chunk = tap.feed(chunk)
+                if chunk:
+                    yield chunk
             if held:  # the upstream ended cleanly on an unterminated event: it is the upstream's to give
-                yield held
-                tap.feed(held)
+                yield tap.feed(held) or held
         except (UpstreamError, UpstreamTimeout) as exc:
             err = provider.transport_error(exc)
             ex.status, ex.error = err.http_status, err.message

@@ -12,6 +12,7 @@ fastroute, which forwards the body):
     stub-slow             streams a chunk every 50 ms for a minute (client disconnect tests)
     stub-paced            streams ten chunks 100 ms apart, then ends properly (shutdown tests)
     stub-garbage          HTTP 200 with a body that is not JSON
+    stub-nousage          streams without a usage chunk even when asked
 
 Every request is recorded (path, headers, JSON body) in ``stub.requests``;
 ``stub.cancelled`` counts streams whose client went away before the end.
@@ -159,7 +160,8 @@ class StubUpstream:
             return await self._tool_call(request, model, tool, stream)
         if not stream:
             return web.json_response(_completion(model, text), dumps=lambda o: orjson.dumps(o).decode())
-        return await self._stream(request, model, text)
+        options = body.get("stream_options") or {}
+        return await self._stream(request, model, text, bool(options.get("include_usage")) and model != "stub-nousage")
 
     async def _tool_call(self, request: web.Request, model: str, tool: str, stream: bool) -> web.StreamResponse:
         args = orjson.dumps(stub_dialects.TOOL_ARGS).decode()
@@ -184,7 +186,7 @@ class StubUpstream:
         await resp.write_eof()
         return resp
 
-    async def _stream(self, request: web.Request, model: str, text: str) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, model: str, text: str, usage_wanted: bool) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         words = text.split(" ")
@@ -204,10 +206,11 @@ class StubUpstream:
                     request.transport.abort()  # type: ignore[union-attr]
                     return resp
             await resp.write(_chunk(model, {}, finish="stop"))
-            usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
-            await resp.write(b"data: " + orjson.dumps({"id": "chatcmpl-stub", "object": "chat.completion.chunk",
-                                                        "created": 1, "model": model, "choices": [],
-                                                        "usage": usage}) + b"\n\n")
+            if usage_wanted:  # as OpenAI does: a usage chunk only when stream_options asks for it
+                usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+                await resp.write(b"data: " + orjson.dumps({"id": "chatcmpl-stub", "object": "chat.completion.chunk",
+                                                            "created": 1, "model": model, "choices": [],
+                                                            "usage": usage}) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             self.finished_streams += 1

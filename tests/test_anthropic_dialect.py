@@ -198,3 +198,16 @@ def test_cut_stream_is_an_error_event_for_anthropic_clients(router: FastroutePro
         with claude(router).messages.stream(model=model, max_tokens=50, messages=USER) as s:
             for _ in s.text_stream:
                 pass
+
+
+def test_usage_is_estimated_when_the_upstream_gives_none(router: FastrouteProcess) -> None:
+    with claude(router).messages.stream(model="stub-nousage", max_tokens=50, messages=USER) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "stub: hello big world"
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+    with httpx.stream("POST", f"{router.url}/v1/messages", timeout=30,
+                      json={"model": "stub-nousage", "max_tokens": 5, "messages": USER, "stream": True}) as resp:
+        raw = resp.read()
+    delta = [line for line in raw.split(b"\n") if line.startswith(b"data: ") and b"message_delta" in line][0]
+    assert orjson.loads(delta[6:])["usage"]["estimated"] is True

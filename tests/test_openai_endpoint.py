@@ -45,6 +45,9 @@ def test_stream_bytes_pass_untouched(router: FastrouteProcess, fresh_stub: StubU
         through = resp.read()
     assert through == direct.content
     assert through.endswith(b"data: [DONE]\n\n")
+    # fastroute asked the upstream for usage (for its own accounting) and kept the extra chunk from the client
+    assert fresh_stub.requests[-1].body == {**body, "stream_options": {"include_usage": True}}
+    assert b'"usage"' not in through
 
 
 def test_rewrite_model_changes_only_the_model(router: FastrouteProcess, fresh_stub: StubUpstream) -> None:

@@ -175,10 +175,9 @@ def _parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
     return {"auto": "auto", "any": "required", "none": "none"}.get(kind), parallel
 
 
-def with_model(body: dict[str, Any], model: str) -> bytes:
-    if body["model"] != model:
-        body = {**body, "model": model}
-    return orjson.dumps(body)
+def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, StreamTap]:
+    """The client's body for an Anthropic upstream (only the model changes), and the tap for the answer."""
+    return orjson.dumps({**body, "model": model} if body["model"] != model else body), StreamTap()
 
 
 # ── requests to an Anthropic provider ────────────────────────────────────
@@ -388,9 +387,13 @@ class StreamDecoder:
 # ── answers to clients ────────────────────────────────────────────────────
 
 def _usage_dict(u: Usage) -> dict[str, Any]:
-    return {"input_tokens": max(0, u.input_tokens - u.cached_input_tokens - u.cache_creation_tokens),
-            "output_tokens": u.output_tokens, "cache_read_input_tokens": u.cached_input_tokens,
-            "cache_creation_input_tokens": u.cache_creation_tokens}
+    out: dict[str, Any] = {
+        "input_tokens": max(0, u.input_tokens - u.cached_input_tokens - u.cache_creation_tokens),
+        "output_tokens": u.output_tokens, "cache_read_input_tokens": u.cached_input_tokens,
+        "cache_creation_input_tokens": u.cache_creation_tokens}
+    if u.estimated:
+        out["estimated"] = True  # counted by fastroute: the upstream gave no usage
+    return out
 
 
 def _message_id(raw: str) -> str:
@@ -526,7 +529,8 @@ class StreamTap:
         self.usage: Usage | None = None
         self.error: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
+        """Read a forwarded chunk on the side; forward it unchanged."""
         for ev in self._decoder.feed(chunk):
             if ev.kind == "text":
                 self.text_parts.append(ev.text)
@@ -534,6 +538,7 @@ class StreamTap:
                 self.usage = ev.usage
             elif ev.kind == "error":
                 self.error = ev.error.message
+        return chunk
 
     @property
     def text(self) -> str:

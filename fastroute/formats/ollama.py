@@ -116,9 +116,9 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     )
 
 
-def with_model(body: dict[str, Any], model: str) -> bytes:
+def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, StreamTap]:
     """The client's body with the model changed and ``stream`` explicit (Ollama streams by default)."""
-    return orjson.dumps({**body, "model": model, "stream": body.get("stream", True)})
+    return orjson.dumps({**body, "model": model, "stream": stream}), StreamTap()
 
 
 # ── requests to an Ollama provider ───────────────────────────────────────
@@ -357,7 +357,8 @@ class StreamTap:
         self.usage: Usage | None = None
         self.error: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
+        """Read a forwarded chunk on the side; forward it unchanged."""
         for ev in self._decoder.feed(chunk):
             if ev.kind == "text":
                 self.text_parts.append(ev.text)
@@ -365,6 +366,7 @@ class StreamTap:
                 self.usage = ev.usage
             elif ev.kind == "error":
                 self.error = ev.error.message
+        return chunk
 
     @property
     def text(self) -> str:

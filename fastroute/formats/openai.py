@@ -139,11 +139,19 @@ def _parse_content(content: Any) -> list[Any]:
     return parts
 
 
-def with_model(body: dict[str, Any], model: str) -> bytes:
-    """The client's body as bytes, with only the model name changed."""
-    if body["model"] != model:
-        body = {**body, "model": model}
-    return orjson.dumps(body)
+def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, StreamTap]:
+    """The client's body for a same-dialect upstream, and the tap that reads the answer.
+
+    Only the model name changes; for streams fastroute also asks for usage
+    (``stream_options.include_usage``) and, if the client did not, hides the
+    extra usage chunk from it.
+    """
+    changes: dict[str, Any] = {} if body["model"] == model else {"model": model}
+    options = body.get("stream_options")
+    hide = stream and not (isinstance(options, dict) and options.get("include_usage"))
+    if hide:
+        changes["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps({**body, **changes} if changes else body), StreamTap(hide_usage=hide)
 
 
 # ── requests to an OpenAI-dialect provider ────────────────────────────────
@@ -415,20 +423,24 @@ class StreamRenderer:
 class StreamTap:
     """Reads an OpenAI SSE stream as it is forwarded: text, usage, finish reason.
 
-    Never holds the stream back; it only looks at the bytes already sent.
+    ``feed`` returns what to forward: the chunk itself, except that when
+    fastroute asked the upstream for usage on the client's behalf
+    (``hide_usage``), the usage-only chunk the client did not ask for is left out.
     """
 
-    __slots__ = ("_decoder", "text_parts", "usage", "finish_reason", "saw_done", "error")
+    __slots__ = ("_decoder", "_hide_usage", "text_parts", "usage", "finish_reason", "saw_done", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, hide_usage: bool = False) -> None:
         self._decoder = SSEDecoder()
+        self._hide_usage = hide_usage
         self.text_parts: list[str] = []
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.saw_done = False
         self.error: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
+        hidden: list[bytes] = []
         for ev in self._decoder.feed(chunk):
             data = ev.data
             if data == b"[DONE]":
@@ -443,7 +455,8 @@ class StreamTap:
             if "error" in obj:
                 err = obj["error"]
                 self.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            for choice in obj.get("choices") or ():
+            choices = obj.get("choices")
+            for choice in choices or ():
                 delta = choice.get("delta") or {}
                 text = delta.get("content")
                 if text:
@@ -453,6 +466,12 @@ class StreamTap:
             usage = _parse_usage(obj.get("usage"))
             if usage is not None:
                 self.usage = usage
+                if self._hide_usage and not choices:
+                    hidden.append(data)
+        if not hidden:
+            return chunk
+        return b"".join(part + b"\n\n" for part in chunk.split(b"\n\n")
+                        if part.strip() and not any(part.endswith(h) for h in hidden))
 
     @property
     def text(self) -> str:
