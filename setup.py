@@ -17,6 +17,8 @@ NO_EXTENSIONS = bool(os.environ.get("FASTROUTE_NO_EXTENSIONS"))
 # One entry per hot path: module name -> .pyx source.
 SPEEDUPS = {
     "fastroute._speedups._sse_c": "fastroute/_speedups/_sse_c.pyx",
+    # one source for both: _decode_c.py is a link to _decode_py.py (Cython pure-Python mode)
+    "fastroute._speedups._decode_c": "fastroute/_speedups/_decode_c.py",
 }
 
 
@@ -56,7 +58,14 @@ def extensions():
         OptionalBuildExt._warn(ImportError("Cython is not installed"))
         return []
     modules = [Extension(name, [src]) for name, src in SPEEDUPS.items()]
-    return cythonize(modules, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False})
+    try:
+        return cythonize(modules, language_level=3,
+                         compiler_directives={"boundscheck": False, "wraparound": False,
+                                              # type hints stay hints: the Python twin must behave the same
+                                              "annotation_typing": False})
+    except Exception as exc:  # Cython itself failed: install the Python versions
+        OptionalBuildExt._warn(exc)
+        return []
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

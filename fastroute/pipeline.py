@@ -166,11 +166,13 @@ class Pipeline:
                     chunk, held = chunk[:cut], chunk[cut:]
                     if not chunk:
                         continue
-                chunk = tap.feed(chunk)
-                if chunk:
-                    yield chunk
+                out = tap.forward(chunk)
+                if out:
+                    yield out
+                tap.feed(chunk)  # accounting, after the client has the bytes
             if held:  # the upstream ended cleanly on an unterminated event: it is the upstream's to give
-                yield tap.feed(held) or held
+                yield held
+                tap.feed(held)
         except (UpstreamError, UpstreamTimeout) as exc:
             err = provider.transport_error(exc)
             ex.status, ex.error = err.http_status, err.message

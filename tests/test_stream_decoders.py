@@ -9,6 +9,7 @@ from types import ModuleType
 import orjson
 import pytest
 
+from fastroute import _speedups
 from fastroute.canonical import StreamEvent, ToolCall, Usage
 from fastroute.formats import anthropic, ollama, openai, responses
 
@@ -21,8 +22,20 @@ CASES = {
 SIGNATURE = "EqQBCkgIBxABGAIqQKq5+/Zb0x3f9w==\u2603"
 
 
-def decode(dialect: ModuleType, *chunks: bytes) -> list[StreamEvent]:
-    decoder = dialect.StreamDecoder("test")
+DECODERS = {openai: "OpenAIStreamDecoder", anthropic: "AnthropicStreamDecoder", ollama: "OllamaStreamDecoder"}
+
+
+@pytest.fixture(params=["python", "compiled"])
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    if request.param == "python":
+        return _speedups.decode_py
+    if _speedups.decode_c is None:
+        pytest.skip("compiled speedups not built or FASTROUTE_NO_EXTENSIONS set")
+    return _speedups.decode_c
+
+
+def decode(dialect: ModuleType, *chunks: bytes, impl: ModuleType | None = None) -> list[StreamEvent]:
+    decoder = getattr(impl, DECODERS[dialect])("test") if impl is not None else dialect.StreamDecoder("test")
     events = [e for c in chunks for e in decoder.feed(c)]
     events += decoder.flush()
     for e in events:
@@ -68,22 +81,28 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_transcript_decodes_to_what_it_says(name: str) -> None:
+def test_transcript_decodes_to_what_it_says(name: str, impl: ModuleType) -> None:
     dialect, fixture = CASES[name]
     data = (FIXTURES / fixture).read_bytes()
-    assert summary(decode(dialect, data)) == EXPECTED[name]
+    assert summary(decode(dialect, data, impl=impl)) == EXPECTED[name]
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_transcript_split_at_every_offset(name: str) -> None:
+def test_transcript_split_at_every_offset(name: str, impl: ModuleType) -> None:
     dialect, fixture = CASES[name]
     data = (FIXTURES / fixture).read_bytes()
-    whole = decode(dialect, data)
+    whole = decode(dialect, data, impl=impl)
     for i in range(1, len(data)):
-        assert decode(dialect, data[:i], data[i:]) == whole, f"split at byte {i}"
-    assert decode(dialect, *(data[i:i + 1] for i in range(len(data)))) == whole
+        assert decode(dialect, data[:i], data[i:], impl=impl) == whole, f"split at byte {i}"
+    assert decode(dialect, *(data[i:i + 1] for i in range(len(data))), impl=impl) == whole
     for size in (7, 61, 1024):
-        assert decode(dialect, *(data[i:i + size] for i in range(0, len(data), size))) == whole
+        assert decode(dialect, *(data[i:i + size] for i in range(0, len(data), size)), impl=impl) == whole
+
+
+def test_live_decoders_are_the_ones_reported() -> None:
+    live = _speedups.decode_c if _speedups.implementation() == "compiled" else _speedups.decode_py
+    assert openai.StreamDecoder is live.OpenAIStreamDecoder
+    assert anthropic.StreamDecoder is live.AnthropicStreamDecoder
 
 
 RENDERERS = {"openai": openai, "anthropic": anthropic, "ollama": ollama}

@@ -1,36 +1,58 @@
 """Hot paths, compiled with Cython, each beside a pure-Python twin of identical behaviour.
 
-``FASTROUTE_NO_EXTENSIONS=1`` (read here once, and by setup.py) forces the Python
-versions.  Both implementations stay importable by name (``SSEDecoderPy``,
-``SSEDecoderC``) so tests and benchmarks can run each; :func:`implementation`
-says which one is live.
+- SSE splitting: ``_sse_py.py`` and the hand-written ``_sse_c.pyx`` (a tight byte loop);
+- upstream stream decoding (OpenAI, Anthropic, Ollama bytes -> canonical events):
+  ``_decode_py.py``, compiled from the same source as ``_decode_c`` (Cython
+  pure-Python mode, ``_decode_c.py`` links to it), so the two cannot drift.
+
+``FASTROUTE_NO_EXTENSIONS=1`` (read once, in ``_switch``, and by setup.py) forces
+the Python versions.  Both implementations stay importable by name (``...Py``,
+``...C``, the latter None when not built) so tests and benchmarks run each;
+:func:`implementation` says which one is live.
 """
 
 from __future__ import annotations
 
-import os
+from importlib.machinery import EXTENSION_SUFFIXES
+from types import ModuleType
 from typing import TYPE_CHECKING
 
+from fastroute._speedups import _decode_py
 from fastroute._speedups._sse_py import SSEDecoder as SSEDecoderPy
 from fastroute._speedups._sse_py import SSEEvent
+from fastroute._speedups._switch import NO_EXTENSIONS
 
-NO_EXTENSIONS = os.environ.get("FASTROUTE_NO_EXTENSIONS", "") not in ("", "0")
-
-SSEDecoderC: type | None
-if TYPE_CHECKING or NO_EXTENSIONS:
-    SSEDecoderC = None
-else:
+SSEDecoderC: type | None = None
+decode_c: ModuleType | None = None
+if not (TYPE_CHECKING or NO_EXTENSIONS):
     try:
         from fastroute._speedups._sse_c import SSEDecoder as SSEDecoderC
+        from fastroute._speedups import _decode_c as decode_c
     except ImportError:  # not compiled: no compiler at install time
         SSEDecoderC = None
+        decode_c = None
+    if decode_c is not None and not decode_c.__file__.endswith(tuple(EXTENSION_SUFFIXES)):
+        decode_c = None  # the link to the Python source, imported because nothing was compiled
+
+decode_py = _decode_py
+_decode = decode_c if decode_c is not None else decode_py
 
 SSEDecoder = SSEDecoderC if SSEDecoderC is not None else SSEDecoderPy
+OpenAIStreamDecoder = _decode.OpenAIStreamDecoder
+AnthropicStreamDecoder = _decode.AnthropicStreamDecoder
+OllamaStreamDecoder = _decode.OllamaStreamDecoder
+# the helpers the decoders share with formats/ (one place for each piece of logic)
+OPENAI_STOP, ANTHROPIC_STOP, OLLAMA_STOP = _decode_py.OPENAI_STOP, _decode_py.ANTHROPIC_STOP, _decode_py.OLLAMA_STOP
+openai_usage, anthropic_usage, ollama_usage = _decode.openai_usage, _decode.anthropic_usage, _decode.ollama_usage
+args_text = _decode.args_text
 
 
 def implementation() -> str:
     """``"compiled"`` when the Cython speedups are live, else ``"python"``."""
-    return "compiled" if SSEDecoderC is not None else "python"
+    return "compiled" if SSEDecoderC is not None and decode_c is not None else "python"
 
 
-__all__ = ["NO_EXTENSIONS", "SSEDecoder", "SSEDecoderC", "SSEDecoderPy", "SSEEvent", "implementation"]
+__all__ = [
+    "NO_EXTENSIONS", "SSEDecoder", "SSEDecoderC", "SSEDecoderPy", "SSEEvent", "decode_c", "decode_py",
+    "OpenAIStreamDecoder", "AnthropicStreamDecoder", "OllamaStreamDecoder", "implementation",
+]

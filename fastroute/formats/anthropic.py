@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
-from fastroute._speedups import SSEDecoder
+from fastroute._speedups import ANTHROPIC_STOP as _STOP_IN
+from fastroute._speedups import AnthropicStreamDecoder as StreamDecoder
+from fastroute._speedups import anthropic_usage as _parse_usage
 from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
     ToolCall, Usage,
@@ -34,8 +36,7 @@ TASK_BUDGET_BETA = "task-budgets-2026-03-13"
 
 _MODELLED = frozenset({"model", "messages", "system", "stream", "tools", "tool_choice", "max_tokens", "temperature",
                        "top_p", "stop_sequences", "thinking", "output_config", "task_budget"})
-_STOP_IN = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop", "tool_use": "tool_calls",
-            "refusal": "content_filter", "pause_turn": "pause", "model_context_window_exceeded": "length"}
+
 _STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
              "pause": "pause_turn", "error": "end_turn"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -275,15 +276,6 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _parse_usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict):
-        return None
-    read = u.get("cache_read_input_tokens") or 0
-    created = u.get("cache_creation_input_tokens") or 0
-    return Usage(input_tokens=(u.get("input_tokens") or 0) + read + created, output_tokens=u.get("output_tokens") or 0,
-                 cached_input_tokens=read, cache_creation_tokens=created)
-
-
 def parse_response(body: bytes) -> ChatResponse:
     obj = orjson.loads(body)
     content: list[Any] = []
@@ -298,90 +290,6 @@ def parse_response(body: bytes) -> ChatResponse:
     return ChatResponse(id=obj.get("id") or "msg", model=obj.get("model") or "", content=content, tool_calls=calls,
                         stop_reason=_STOP_IN.get(obj.get("stop_reason") or "end_turn", "stop"),
                         stop_sequence=obj.get("stop_sequence"), usage=_parse_usage(obj.get("usage")) or Usage())
-
-
-class StreamDecoder:
-    """Anthropic SSE bytes -> canonical stream events."""
-
-    def __init__(self, provider: str = "upstream") -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
-        self._usage = Usage()
-        self._blocks: dict[int, int] = {}  # content block index -> tool call index
-        self._tools = 0
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def flush(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.flush():
-            self._event(ev.data, out)
-        return out
-
-    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        kind = obj.get("type") if isinstance(obj, dict) else None
-        if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
-            dtype = delta.get("type")
-            if dtype == "text_delta":
-                out.append(StreamEvent("text", text=delta.get("text", "")))
-            elif dtype == "input_json_delta":
-                index = self._blocks.get(obj.get("index", 0), 0)
-                if delta.get("partial_json"):
-                    out.append(StreamEvent("tool_args", index=index, text=delta["partial_json"]))
-            elif dtype == "thinking_delta":
-                out.append(StreamEvent("thinking", text=delta.get("thinking", "")))
-            elif dtype == "signature_delta":
-                out.append(StreamEvent("signature", text=delta.get("signature", "")))
-        elif kind == "content_block_start":
-            block = obj.get("content_block") or {}
-            btype = block.get("type")
-            if btype == "tool_use":
-                self._blocks[obj.get("index", 0)] = self._tools
-                args = block.get("input")
-                out.append(StreamEvent("tool_call", index=self._tools, tool_call=ToolCall(
-                    id=block.get("id", ""), name=block.get("name", ""),
-                    arguments=orjson.dumps(args).decode() if args else "")))
-                self._tools += 1
-            elif btype == "text" and block.get("text"):
-                out.append(StreamEvent("text", text=block["text"]))
-            elif btype == "thinking" and block.get("thinking"):
-                out.append(StreamEvent("thinking", text=block["thinking"]))
-            elif btype == "redacted_thinking":
-                out.append(StreamEvent("redacted_thinking", text=block.get("data", "")))
-        elif kind == "message_start":
-            message = obj.get("message") or {}
-            self._usage = _parse_usage(message.get("usage")) or Usage()
-            out.append(StreamEvent("start", id=message.get("id", ""), model=message.get("model", ""),
-                                   usage=self._usage))
-        elif kind == "message_delta":
-            delta = obj.get("delta") or {}
-            u = obj.get("usage") or {}
-            if "output_tokens" in u:
-                self._usage.output_tokens = u["output_tokens"] or 0
-            if u.get("input_tokens") is not None:  # some servers only report input at the end
-                later = _parse_usage(u)
-                if later is not None:
-                    self._usage.input_tokens = later.input_tokens
-                    self._usage.cached_input_tokens = later.cached_input_tokens
-                    self._usage.cache_creation_tokens = later.cache_creation_tokens
-            if delta.get("stop_reason"):
-                out.append(StreamEvent("stop", stop_reason=_STOP_IN.get(delta["stop_reason"], "stop"),
-                                       text=delta.get("stop_sequence") or ""))
-            out.append(StreamEvent("usage", usage=self._usage))
-        elif kind == "error":
-            err = obj.get("error") or {}
-            out.append(StreamEvent("error", error=UpstreamError(
-                f"provider '{self.provider}' failed mid-stream: {err.get('type', 'error')}: {err.get('message', '')}",
-                provider=self.provider)))
 
 
 # ── answers to clients ────────────────────────────────────────────────────
@@ -529,8 +437,11 @@ class StreamTap:
         self.usage: Usage | None = None
         self.error: str | None = None
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Read a forwarded chunk on the side; forward it unchanged."""
+    def forward(self, chunk: bytes) -> bytes:
+        return chunk  # forwarded untouched
+
+    def feed(self, chunk: bytes) -> None:
+        """Read a chunk already forwarded, on the side."""
         for ev in self._decoder.feed(chunk):
             if ev.kind == "text":
                 self.text_parts.append(ev.text)
@@ -538,7 +449,6 @@ class StreamTap:
                 self.usage = ev.usage
             elif ev.kind == "error":
                 self.error = ev.error.message
-        return chunk
 
     @property
     def text(self) -> str:

@@ -17,6 +17,10 @@ from fastroute.canonical import (
     ToolCall, Usage,
 )
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute._speedups import OLLAMA_STOP as _STOP_IN
+from fastroute._speedups import OllamaStreamDecoder as StreamDecoder
+from fastroute._speedups import args_text as _args_text
+from fastroute._speedups import ollama_usage as _usage
 from fastroute.formats.framing import ndjson_boundary
 
 NAME = "ollama"
@@ -58,10 +62,6 @@ def check_request(body: Any) -> tuple[str, bool]:
     if not isinstance(stream, bool):
         raise BadRequest("stream must be a boolean")
     return model, stream
-
-
-def _args_text(args: Any) -> str:
-    return args if isinstance(args, str) else orjson.dumps(args if args is not None else {}).decode()
 
 
 def parse_request(body: dict[str, Any]) -> ChatRequest:
@@ -180,13 +180,6 @@ def _loads_args(arguments: str) -> Any:
         return {"_raw_arguments": arguments}
 
 
-_STOP_IN = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
-
-
-def _usage(obj: dict[str, Any]) -> Usage:
-    return Usage(input_tokens=obj.get("prompt_eval_count") or 0, output_tokens=obj.get("eval_count") or 0)
-
-
 def parse_response(body: bytes) -> ChatResponse:
     obj = orjson.loads(body)
     message = obj.get("message") or {}
@@ -201,65 +194,6 @@ def parse_response(body: bytes) -> ChatResponse:
     stop = "tool_calls" if calls else _STOP_IN.get(obj.get("done_reason") or "stop", "stop")
     return ChatResponse(id="ollama-" + str(int(time.time() * 1000)), model=obj.get("model") or "",
                         content=content, tool_calls=calls, stop_reason=stop, usage=_usage(obj))
-
-
-class StreamDecoder:
-    """Ollama NDJSON bytes -> canonical stream events."""
-
-    def __init__(self, provider: str = "upstream") -> None:
-        self.provider = provider
-        self._buf = b""
-        self._started = False
-        self._tools = 0
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        data = self._buf + chunk if self._buf else chunk
-        lines = data.split(b"\n")
-        self._buf = lines.pop()
-        for line in lines:
-            if line.strip():
-                self._line(line, out)
-        return out
-
-    def flush(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        if self._buf.strip():
-            self._line(self._buf, out)
-        self._buf = b""
-        return out
-
-    def _line(self, line: bytes, out: list[StreamEvent]) -> None:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            out.append(StreamEvent("error", error=UpstreamError(
-                f"provider '{self.provider}' sent a line that is not JSON", provider=self.provider)))
-            return
-        if not isinstance(obj, dict):
-            return
-        if obj.get("error"):
-            out.append(StreamEvent("error", error=UpstreamError(
-                f"provider '{self.provider}' failed mid-stream: {obj['error']}", provider=self.provider)))
-            return
-        if not self._started:
-            self._started = True
-            out.append(StreamEvent("start", id="ollama-" + str(int(time.time() * 1000)), model=obj.get("model", "")))
-        message = obj.get("message") or {}
-        if message.get("thinking"):
-            out.append(StreamEvent("thinking", text=message["thinking"]))
-        if message.get("content"):
-            out.append(StreamEvent("text", text=message["content"]))
-        for c in message.get("tool_calls") or ():
-            fn = c.get("function") or {}
-            out.append(StreamEvent("tool_call", index=self._tools, tool_call=ToolCall(
-                id=c.get("id") or f"call_{self._tools}", name=fn.get("name", ""),
-                arguments=_args_text(fn.get("arguments")))))
-            self._tools += 1
-        if obj.get("done"):
-            stop = "tool_calls" if self._tools else _STOP_IN.get(obj.get("done_reason") or "stop", "stop")
-            out.append(StreamEvent("stop", stop_reason=stop))
-            out.append(StreamEvent("usage", usage=_usage(obj)))
 
 
 # ── answers to clients ────────────────────────────────────────────────────
@@ -357,8 +291,11 @@ class StreamTap:
         self.usage: Usage | None = None
         self.error: str | None = None
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Read a forwarded chunk on the side; forward it unchanged."""
+    def forward(self, chunk: bytes) -> bytes:
+        return chunk  # forwarded untouched
+
+    def feed(self, chunk: bytes) -> None:
+        """Read a chunk already forwarded, on the side."""
         for ev in self._decoder.feed(chunk):
             if ev.kind == "text":
                 self.text_parts.append(ev.text)
@@ -366,7 +303,6 @@ class StreamTap:
                 self.usage = ev.usage
             elif ev.kind == "error":
                 self.error = ev.error.message
-        return chunk
 
     @property
     def text(self) -> str:

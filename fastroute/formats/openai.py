@@ -13,6 +13,9 @@ from typing import Any
 import orjson
 
 from fastroute._speedups import SSEDecoder
+from fastroute._speedups import OPENAI_STOP as _STOP_IN
+from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder
+from fastroute._speedups import openai_usage as _parse_usage
 from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
     ToolCall, Usage,
@@ -226,10 +229,6 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     return body
 
 
-_STOP_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-            "content_filter": "content_filter"}
-
-
 def parse_response(body: bytes) -> ChatResponse:
     obj = orjson.loads(body)
     choice = (obj.get("choices") or [{}])[0]
@@ -246,73 +245,6 @@ def parse_response(body: bytes) -> ChatResponse:
     return ChatResponse(id=obj.get("id") or "chatcmpl", model=obj.get("model") or "", content=content,
                         tool_calls=calls, stop_reason=_STOP_IN.get(choice.get("finish_reason") or "stop", "stop"),
                         usage=_parse_usage(obj.get("usage")) or Usage(), created=obj.get("created") or 0)
-
-
-class StreamDecoder:
-    """OpenAI ``chat.completion.chunk`` SSE bytes -> canonical stream events."""
-
-    def __init__(self, provider: str = "upstream") -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
-        self._started = False
-        self._tools: set[int] = set()
-        self.done = False
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def flush(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.flush():
-            self._event(ev.data, out)
-        return out
-
-    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
-        if data == b"[DONE]":
-            self.done = True
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
-            return
-        if obj.get("error") is not None:
-            err = obj["error"]
-            message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            out.append(StreamEvent("error", error=UpstreamError(
-                f"provider '{self.provider}' failed mid-stream: {message}", provider=self.provider)))
-            return
-        if not self._started:
-            self._started = True
-            out.append(StreamEvent("start", id=obj.get("id") or "", model=obj.get("model") or ""))
-        for choice in obj.get("choices") or ():
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                out.append(StreamEvent("thinking", text=reasoning))
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                out.append(StreamEvent("text", text=text))
-            for tc in delta.get("tool_calls") or ():
-                index = tc.get("index", 0)
-                fn = tc.get("function") or {}
-                if index not in self._tools:
-                    self._tools.add(index)
-                    out.append(StreamEvent("tool_call", index=index, tool_call=ToolCall(
-                        id=tc.get("id") or f"call_{index}", name=fn.get("name") or "",
-                        arguments=fn.get("arguments") or "")))
-                elif fn.get("arguments"):
-                    out.append(StreamEvent("tool_args", index=index, text=fn["arguments"]))
-            finish = choice.get("finish_reason")
-            if finish:
-                out.append(StreamEvent("stop", stop_reason=_STOP_IN.get(finish, "stop")))
-        usage = _parse_usage(obj.get("usage"))
-        if usage is not None:
-            out.append(StreamEvent("usage", usage=usage))
 
 
 # ── responses ──────────────────────────────────────────────────────────────
@@ -361,15 +293,6 @@ def usage_from_body(body: bytes) -> Usage | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return _parse_usage(u)
-
-
-def _parse_usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict):
-        return None
-    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return Usage(input_tokens=u.get("prompt_tokens") or 0, output_tokens=u.get("completion_tokens") or 0,
-                 cached_input_tokens=cached, reasoning_tokens=reasoning)
 
 
 class StreamRenderer:
@@ -421,11 +344,12 @@ class StreamRenderer:
 # ── streamed passthrough, read on the side ─────────────────────────────────
 
 class StreamTap:
-    """Reads an OpenAI SSE stream as it is forwarded: text, usage, finish reason.
+    """Reads an OpenAI SSE stream on the side, after each chunk is forwarded: text, usage, finish reason.
 
-    ``feed`` returns what to forward: the chunk itself, except that when
-    fastroute asked the upstream for usage on the client's behalf
-    (``hide_usage``), the usage-only chunk the client did not ask for is left out.
+    ``forward`` says what to send the client before that: the chunk itself,
+    except that when fastroute asked the upstream for usage on the client's
+    behalf (``hide_usage``), the usage-only event the client did not ask for is
+    left out.  A substring test keeps that check off every other chunk.
     """
 
     __slots__ = ("_decoder", "_hide_usage", "text_parts", "usage", "finish_reason", "saw_done", "error")
@@ -439,8 +363,24 @@ class StreamTap:
         self.saw_done = False
         self.error: str | None = None
 
-    def feed(self, chunk: bytes) -> bytes:
-        hidden: list[bytes] = []
+    def forward(self, chunk: bytes) -> bytes:
+        if not self._hide_usage or b'"usage"' not in chunk:
+            return chunk
+        kept = []
+        for part in chunk.split(b"\n\n"):
+            if not part.strip():
+                continue
+            data = part[part.find(b"data:") + 5:].strip() if b"data:" in part else b""
+            try:
+                obj = orjson.loads(data) if data and data != b"[DONE]" else None
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict) and obj.get("usage") and not obj.get("choices"):
+                continue  # the usage-only event fastroute asked for, not the client
+            kept.append(part + b"\n\n")
+        return b"".join(kept)
+
+    def feed(self, chunk: bytes) -> None:
         for ev in self._decoder.feed(chunk):
             data = ev.data
             if data == b"[DONE]":
@@ -455,8 +395,7 @@ class StreamTap:
             if "error" in obj:
                 err = obj["error"]
                 self.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            choices = obj.get("choices")
-            for choice in choices or ():
+            for choice in obj.get("choices") or ():
                 delta = choice.get("delta") or {}
                 text = delta.get("content")
                 if text:
@@ -466,12 +405,6 @@ class StreamTap:
             usage = _parse_usage(obj.get("usage"))
             if usage is not None:
                 self.usage = usage
-                if self._hide_usage and not choices:
-                    hidden.append(data)
-        if not hidden:
-            return chunk
-        return b"".join(part + b"\n\n" for part in chunk.split(b"\n\n")
-                        if part.strip() and not any(part.endswith(h) for h in hidden))
 
     @property
     def text(self) -> str:

@@ -1,0 +1,1 @@
+_decode_py.py
