@@ -1,9 +1,8 @@
 """The embedded default config: what ``fastroute serve`` runs with no config file.
 
 - ``echo`` always (no network, no key);
-- a local Ollama at 127.0.0.1:11434 if one answers, through its OpenAI-compatible
-  ``/v1`` endpoint, with a rule per pulled model;
-- OpenAI and Anthropic (its OpenAI-compatible endpoint) when their keys are set.
+- a local Ollama at 127.0.0.1:11434 if one answers (its native API), with a rule per pulled model;
+- OpenAI and Anthropic (their native APIs) when their keys are set.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ def embedded_config(environ: Mapping[str, str], ollama_models: list[str] | None)
     routers: list[dict[str, Any]] = [{"type": "prefix", "model_prefix": "echo", "provider": "echo"}]
     found = ["echo       built in: answers with your last message (model \"echo\")"]
     if ollama_models is not None:
-        providers.append({"name": "ollama", "format": "openai", "base_url": f"{OLLAMA_URL}/v1",
+        providers.append({"name": "ollama", "format": "ollama", "base_url": OLLAMA_URL,
                           "models": ollama_models, "read_timeout": 600.0})
         routers += [{"type": "prefix", "model_prefix": m, "provider": "ollama"} for m in ollama_models]
         found.append(f"ollama     at {OLLAMA_URL}: {len(ollama_models)} model(s)"
@@ -49,7 +48,7 @@ def embedded_config(environ: Mapping[str, str], ollama_models: list[str] | None)
     else:
         found.append("openai     $OPENAI_API_KEY not set")
     if environ.get("ANTHROPIC_API_KEY"):
-        providers.append({"name": "anthropic", "format": "openai", "base_url": "https://api.anthropic.com/v1",
+        providers.append({"name": "anthropic", "format": "anthropic", "base_url": "https://api.anthropic.com",
                           "api_key_env": "ANTHROPIC_API_KEY", "cost_per_1m_tokens": 15.0, "quality": 95})
         routers.append({"type": "prefix", "model_prefix": "claude-", "provider": "anthropic"})
         found.append("anthropic  $ANTHROPIC_API_KEY is set: models claude-*")

@@ -32,7 +32,8 @@ USER = [{"role": "user", "content": "hello big world"}]
 # ── Anthropic client, any provider ────────────────────────────────────────
 
 @pytest.mark.parametrize("model, expected", [("echo", "hello big world"), ("stub-model", "stub: hello big world"),
-                                             ("a/stub-model", "stub: hello big world")])
+                                             ("a/stub-model", "stub: hello big world"),
+                                             ("o/stub-llama", "stub: hello big world")])
 def test_anthropic_client_text(router: FastrouteProcess, fresh_stub: StubUpstream, model: str, expected: str) -> None:
     msg = claude(router).messages.create(model=model, max_tokens=100, messages=USER, system="be brief")
     assert msg.content[0].type == "text" and msg.content[0].text == expected
@@ -62,7 +63,7 @@ def test_anthropic_client_to_openai_provider_translates_the_request(router: Fast
     assert sent.headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
 
 
-@pytest.mark.parametrize("model", ["stub-model", "a/stub-model"])
+@pytest.mark.parametrize("model", ["stub-model", "a/stub-model", "o/stub-llama"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_client_tool_round_trip(router: FastrouteProcess, fresh_stub: StubUpstream, model: str,
                                           stream: bool) -> None:
@@ -77,10 +78,7 @@ def test_anthropic_client_tool_round_trip(router: FastrouteProcess, fresh_stub: 
     assert first.stop_reason == "tool_use"
     # the upstream got the tool in its own dialect
     sent = fresh_stub.requests[-1].body
-    if model == "stub-model":
-        assert sent["tools"] == [OPENAI_WEATHER]
-    else:
-        assert sent["tools"] == [WEATHER]
+    assert sent["tools"] == ([WEATHER] if model.startswith("a/") else [OPENAI_WEATHER])
     follow = USER + [{"role": "assistant", "content": [u.model_dump() for u in uses]},
                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id,
                                                    "content": [{"type": "text", "text": "sunny, 21C"}]}]}]

@@ -241,3 +241,27 @@ def test_stream_chunks_are_forwarded_as_they_arrive(router: FastrouteProcess, fr
         assert fresh_stub.finished_streams == 0
         rest = b"".join(chunks)
     assert b"part9" in rest and rest.endswith(b"data: [DONE]\n\n")
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sdk_tool_calls_pass_through(router: FastrouteProcess, fresh_stub: StubUpstream, stream: bool) -> None:
+    client = sdk(router)
+    if stream:
+        chunks = list(client.chat.completions.create(model="stub-model", messages=MESSAGES, tools=[TOOL], stream=True))
+        deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert deltas[0].id == "call_stub1" and deltas[0].function.name == "get_weather"
+        args = "".join(d.function.arguments or "" for d in deltas)
+    else:
+        out = client.chat.completions.create(model="stub-model", messages=MESSAGES, tools=[TOOL])
+        args = out.choices[0].message.tool_calls[0].function.arguments
+    assert orjson.loads(args) == {"city": "Paris"}
+    assert fresh_stub.requests[-1].body["tools"] == [TOOL]
+    follow = MESSAGES + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_stub1", "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "call_stub1", "content": "sunny, 21C"}]
+    out = client.chat.completions.create(model="stub-model", messages=follow, tools=[TOOL])
+    assert out.choices[0].message.content == "tool said: sunny, 21C"
