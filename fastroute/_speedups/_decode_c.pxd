@@ -1,26 +1,24 @@
 # Types for the compiled build of _decode_py.py (Cython pure-Python mode): the
 # decoders become extension types with C-level attributes; the source stays one.
 
-cdef class OpenAIStreamDecoder:
+cdef class SSEStreamDecoder:
     cdef public object provider
     cdef object _sse
+    cpdef list feed(self, bytes chunk)
+    cpdef list flush(self)
+    cdef void _event(self, bytes data, list out) except *
+
+
+cdef class OpenAIStreamDecoder(SSEStreamDecoder):
     cdef bint _started
     cdef set _tools
     cdef public bint done
-    cpdef list feed(self, bytes chunk)
-    cpdef list flush(self)
-    cdef void _event(self, bytes data, list out) except *
 
 
-cdef class AnthropicStreamDecoder:
-    cdef public object provider
-    cdef object _sse
+cdef class AnthropicStreamDecoder(SSEStreamDecoder):
     cdef object _usage
     cdef dict _blocks
     cdef int _tools
-    cpdef list feed(self, bytes chunk)
-    cpdef list flush(self)
-    cdef void _event(self, bytes data, list out) except *
 
 
 cdef class OllamaStreamDecoder:

@@ -22,6 +22,29 @@ SSEDecoder = live_sse_decoder()
 
 # ── OpenAI ─────────────────────────────────────────────────────────────────
 
+class SSEStreamDecoder:
+    """What the SSE dialects share: split the bytes into events, hand each event's data on."""
+
+    def __init__(self, provider: str = "upstream") -> None:
+        self.provider = provider
+        self._sse = SSEDecoder()
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in self._sse.feed(chunk):
+            self._event(ev.data, out)
+        return out
+
+    def flush(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in self._sse.flush():
+            self._event(ev.data, out)
+        return out
+
+    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
+        raise NotImplementedError
+
+
 OPENAI_STOP = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
             "content_filter": "content_filter"}
 
@@ -35,27 +58,14 @@ def openai_usage(u: Any) -> Usage | None:
                  cached_input_tokens=cached, reasoning_tokens=reasoning)
 
 
-class OpenAIStreamDecoder:
+class OpenAIStreamDecoder(SSEStreamDecoder):
     """OpenAI ``chat.completion.chunk`` SSE bytes -> canonical stream events."""
 
     def __init__(self, provider: str = "upstream") -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
+        super().__init__(provider)
         self._started = False
         self._tools: set[int] = set()
         self.done = False
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def flush(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.flush():
-            self._event(ev.data, out)
-        return out
 
     def _event(self, data: bytes, out: list[StreamEvent]) -> None:
         if data == b"[DONE]":
@@ -117,27 +127,14 @@ def anthropic_usage(u: Any) -> Usage | None:
                  cached_input_tokens=read, cache_creation_tokens=created)
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(SSEStreamDecoder):
     """Anthropic SSE bytes -> canonical stream events."""
 
     def __init__(self, provider: str = "upstream") -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
+        super().__init__(provider)
         self._usage = Usage()
         self._blocks: dict[int, int] = {}  # content block index -> tool call index
         self._tools = 0
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def flush(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._sse.flush():
-            self._event(ev.data, out)
-        return out
 
     def _event(self, data: bytes, out: list[StreamEvent]) -> None:
         try:

@@ -24,6 +24,7 @@ from fastroute.canonical import (
     ToolCall, Usage,
 )
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute.formats.tap import DecoderTap
 from fastroute.formats.framing import sse_boundary
 
 NAME = "anthropic"
@@ -176,9 +177,9 @@ def _parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
     return {"auto": "auto", "any": "required", "none": "none"}.get(kind), parallel
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, StreamTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, DecoderTap]:
     """The client's body for an Anthropic upstream (only the model changes), and the tap for the answer."""
-    return orjson.dumps({**body, "model": model} if body["model"] != model else body), StreamTap()
+    return orjson.dumps({**body, "model": model} if body["model"] != model else body), DecoderTap(StreamDecoder())
 
 
 # ── requests to an Anthropic provider ────────────────────────────────────
@@ -426,33 +427,6 @@ def usage_from_body(body: bytes) -> Usage | None:
         return _parse_usage(orjson.loads(body).get("usage"))
     except (orjson.JSONDecodeError, AttributeError):
         return None
-
-
-class StreamTap:
-    """Reads a passed-through Anthropic stream: text, usage, errors."""
-
-    def __init__(self) -> None:
-        self._decoder = StreamDecoder()
-        self.text_parts: list[str] = []
-        self.usage: Usage | None = None
-        self.error: str | None = None
-
-    def forward(self, chunk: bytes) -> bytes:
-        return chunk  # forwarded untouched
-
-    def feed(self, chunk: bytes) -> None:
-        """Read a chunk already forwarded, on the side."""
-        for ev in self._decoder.feed(chunk):
-            if ev.kind == "text":
-                self.text_parts.append(ev.text)
-            elif ev.kind in ("usage", "start"):
-                self.usage = ev.usage
-            elif ev.kind == "error":
-                self.error = ev.error.message
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
 
 # ── errors ────────────────────────────────────────────────────────────────

@@ -21,6 +21,7 @@ from fastroute._speedups import OLLAMA_STOP as _STOP_IN
 from fastroute._speedups import OllamaStreamDecoder as StreamDecoder
 from fastroute._speedups import args_text as _args_text
 from fastroute._speedups import ollama_usage as _usage
+from fastroute.formats.tap import DecoderTap
 from fastroute.formats.framing import ndjson_boundary
 
 NAME = "ollama"
@@ -116,9 +117,9 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     )
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, StreamTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, DecoderTap]:
     """The client's body with the model changed and ``stream`` explicit (Ollama streams by default)."""
-    return orjson.dumps({**body, "model": model, "stream": stream}), StreamTap()
+    return orjson.dumps({**body, "model": model, "stream": stream}), DecoderTap(StreamDecoder())
 
 
 # ── requests to an Ollama provider ───────────────────────────────────────
@@ -282,31 +283,6 @@ def usage_from_body(body: bytes) -> Usage | None:
         return _usage(orjson.loads(body))
     except (orjson.JSONDecodeError, AttributeError):
         return None
-
-
-class StreamTap:
-    def __init__(self) -> None:
-        self._decoder = StreamDecoder()
-        self.text_parts: list[str] = []
-        self.usage: Usage | None = None
-        self.error: str | None = None
-
-    def forward(self, chunk: bytes) -> bytes:
-        return chunk  # forwarded untouched
-
-    def feed(self, chunk: bytes) -> None:
-        """Read a chunk already forwarded, on the side."""
-        for ev in self._decoder.feed(chunk):
-            if ev.kind == "text":
-                self.text_parts.append(ev.text)
-            elif ev.kind == "usage":
-                self.usage = ev.usage
-            elif ev.kind == "error":
-                self.error = ev.error.message
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
 
 # ── errors ────────────────────────────────────────────────────────────────
