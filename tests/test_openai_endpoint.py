@@ -265,3 +265,17 @@ def test_sdk_tool_calls_pass_through(router: FastrouteProcess, fresh_stub: StubU
         {"role": "tool", "tool_call_id": "call_stub1", "content": "sunny, 21C"}]
     out = client.chat.completions.create(model="stub-model", messages=follow, tools=[TOOL])
     assert out.choices[0].message.content == "tool said: sunny, 21C"
+
+
+@pytest.mark.parametrize("model", ["a/stub-cut", "o/stub-cut"])
+def test_translated_stream_cut_halfway_is_an_error_for_openai_clients(router: FastrouteProcess, model: str) -> None:
+    with httpx.stream("POST", f"{router.url}/v1/chat/completions", timeout=30,
+                      json={"model": model, "messages": MESSAGES, "stream": True}) as resp:
+        assert resp.status_code == 200
+        raw = resp.read()
+    assert b"[DONE]" not in raw
+    last = [e for e in raw.split(b"\n\n") if e.strip()][-1]
+    assert "provider 'stub-" in orjson.loads(last[6:])["error"]["message"]
+    with pytest.raises(openai.APIError):
+        for _ in sdk(router).chat.completions.create(model=model, messages=MESSAGES, stream=True):
+            pass
