@@ -19,6 +19,7 @@ SPEEDUPS = {
     "fastroute._speedups._sse_c": "fastroute/_speedups/_sse_c.pyx",
     # one source for both: _decode_c.py is a link to _decode_py.py (Cython pure-Python mode)
     "fastroute._speedups._decode_c": "fastroute/_speedups/_decode_c.py",
+    "fastroute._speedups._rules_c": "fastroute/_speedups/_rules_c.pyx",
 }
 
 

@@ -550,7 +550,7 @@ def print_report(info: dict[str, Any], settings: dict[str, Any], cases: list[dic
             if metric == "total":
                 ratio = t["rps"] / d["rps"] if d["rps"] else float("nan")
                 tail = (f"{d['rps']:>7.0f} {t['rps']:>8.0f} {ratio:>5.2f} | "
-                        f"{_fmt(t['server_cpu_ms_per_req'])} {_fmt(t['stub_cpu_ms_per_req'], 5, 2)} "
+                        f"{_fmt(t['server_cpu_ms_per_req'])} {_fmt(t['stub_cpu_ms_per_req'], 5, 3)} "
                         f"{d['errors'] + t['errors']:>3}")
             else:
                 tail = f"{'':>7} {'':>8} {'':>5} | {'':>7} {'':>5} {'':>3}"
@@ -616,6 +616,7 @@ def main() -> int:
     cases: list[dict[str, Any]] = []
     servers: dict[str, dict[str, Any]] = {}
     raw: list[dict[str, Any]] = []
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
     interrupted = False

@@ -22,6 +22,7 @@ from fastroute.errors import ConfigError
 
 PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
 UPSTREAM_CLIENTS = ("aiohttp", "httpx")
+CAPABILITIES = ("vision", "tools", "coding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,29 @@ class ServerConfig:
 class LoggingConfig:
     enabled: bool = False
     path: str = "logs/requests.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    """Trying the next provider when one fails before the first byte reaches the client."""
+
+    #: attempts in all, the first included
+    max_attempts: int = 3
+    #: backoff before a retry: base * 2**n, jittered, capped
+    backoff_ms: float = 50.0
+    backoff_max_ms: float = 1000.0
+    #: consecutive failures that open a provider's circuit breaker
+    breaker_threshold: int = 5
+    #: seconds an open breaker waits before letting one trial request through
+    breaker_cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    #: seconds between background refreshes of discovered model lists
+    interval_s: float = 60.0
+    #: seconds one discovery call may take
+    timeout_s: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +99,11 @@ class ProviderConfig:
     read_timeout: float = 600.0
     #: models this provider serves, listed by GET /v1/models
     models: tuple[str, ...] = ()
+    #: what its models can do ("vision", "tools", "coding"); empty: not declared (assumed able).
+    #: Discovered models bring their own.
+    capabilities: tuple[str, ...] = ()
+    #: look up this provider's models (Ollama /api/tags + /api/show, OpenAI-format /v1/models)
+    discover: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +118,8 @@ class PrefixRule:
     model_prefix: str
     provider: str
     rewrite_model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +128,16 @@ class TagRule:
     tag: str
     provider: str
     rewrite_model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class DiscoverRule:
     type: Literal["discover"]
     provider: str
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +145,8 @@ class PriceRule:
     type: Literal["price"]
     providers: tuple[str, ...] = ()
     max_cost_per_1m_tokens: float | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +154,8 @@ class LatencyRule:
     type: Literal["latency"]
     providers: tuple[str, ...] = ()
     max_latency_ms: float | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +163,8 @@ class ThroughputRule:
     type: Literal["throughput"]
     providers: tuple[str, ...] = ()
     min_tokens_per_sec: float | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +173,8 @@ class FallbackRule:
     providers: tuple[str, ...] = ()
     quality_bias: float = 0.5
     rewrite_model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +183,8 @@ class RandomRule:
     providers: tuple[str, ...] = ()
     rewrite_model: str | None = None
     candidates: tuple[RandomCandidate, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = ()
 
 
 RouterRule = Union[PrefixRule, TagRule, DiscoverRule, PriceRule, LatencyRule, ThroughputRule,
@@ -165,6 +210,8 @@ class Config:
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    failover: FailoverConfig = FailoverConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
     classifiers: dict[str, EntryConfig] = field(default_factory=dict)
@@ -205,7 +252,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     v = _Validator(source)
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
-    known = {"server", "logging", "telemetry", "providers", "routers", "classifiers",
+    known = {"server", "logging", "telemetry", "failover", "discovery", "providers", "routers", "classifiers",
              "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
@@ -213,6 +260,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         server=v.build(ServerConfig, data.get("server", {}), "server"),
         logging=v.build(LoggingConfig, data.get("logging", {}), "logging"),
         telemetry=v.build(TelemetryConfig, data.get("telemetry", {}), "telemetry"),
+        failover=v.build(FailoverConfig, data.get("failover", {}), "failover"),
+        discovery=v.build(DiscoveryConfig, data.get("discovery", {}), "discovery"),
         providers=tuple(v.build(ProviderConfig, p, f"providers[{i}]")
                         for i, p in enumerate(v.array(data.get("providers", []), "providers"))),
         routers=tuple(v.rule(r, f"routers[{i}]")
@@ -233,6 +282,13 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         v.fail("server.port", f"must be between 1 and 65535, got {s.port}")
     if s.workers < 1:
         v.fail("server.workers", f"must be at least 1, got {s.workers}")
+    f = cfg.failover
+    if f.max_attempts < 1:
+        v.fail("failover.max_attempts", f"must be at least 1, got {f.max_attempts}")
+    if f.breaker_threshold < 1:
+        v.fail("failover.breaker_threshold", f"must be at least 1, got {f.breaker_threshold}")
+    if cfg.discovery.interval_s <= 0:
+        v.fail("discovery.interval_s", f"must be positive, got {cfg.discovery.interval_s}")
     if s.max_body_bytes < 1024:
         v.fail("server.max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
     seen: set[str] = set()
@@ -248,6 +304,9 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         if p.format != "echo" and not p.base_url.startswith(("http://", "https://")):
             v.fail(f"{path}.base_url", "required: an http:// or https:// URL" if not p.base_url
                    else f"must be an http:// or https:// URL, got {p.base_url!r}")
+        for j, cap in enumerate(p.capabilities):
+            if cap not in CAPABILITIES:
+                v.fail(f"{path}.capabilities[{j}]", f"must be one of {', '.join(CAPABILITIES)}, got {cap!r}")
         for key in ("connect_timeout", "read_timeout"):
             if getattr(p, key) <= 0:
                 v.fail(f"{path}.{key}", f"must be a positive number of seconds, got {getattr(p, key)}")
@@ -256,6 +315,10 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
             if name not in seen:
                 known = ", ".join(sorted(seen)) or "none configured"
                 v.fail(f"routers[{i}].{key}", f"unknown provider {name!r} (known: {known})")
+        if isinstance(rule, DiscoverRule) and (p := cfg.provider(rule.provider)) is not None and \
+                p.format not in ("ollama", "openai"):
+            v.fail(f"routers[{i}].provider", f"provider {p.name!r} ({p.format}) cannot be discovered; "
+                                             "discover rules need an ollama or openai provider")
         if isinstance(rule, FallbackRule) and not 0.0 <= rule.quality_bias <= 1.0:
             v.fail(f"routers[{i}].quality_bias", f"must be between 0 and 1, got {rule.quality_bias}")
 
@@ -264,6 +327,8 @@ def _rule_provider_refs(rule: Any) -> list[tuple[str, str]]:
     refs: list[tuple[str, str]] = []
     if hasattr(rule, "provider"):
         refs.append(("provider", rule.provider))
+    for j, name in enumerate(getattr(rule, "fallbacks", ())):
+        refs.append((f"fallbacks[{j}]", name))
     for j, name in enumerate(getattr(rule, "providers", ())):
         refs.append((f"providers[{j}]", name))
     for j, cand in enumerate(getattr(rule, "candidates", ())):

@@ -137,6 +137,11 @@ base_url = "http://127.0.0.1:{dead_port}/v1"
 connect_timeout = 2
 
 [[providers]]
+name = "stub-by-name"              # a hostname, not an IP: cookie jars treat the two differently
+format = "openai"
+base_url = "http://localhost:{stub.port}/v1"
+
+[[providers]]
 name = "stub-anthropic"
 format = "anthropic"
 base_url = "http://{stub.host}:{stub.port}"
@@ -157,6 +162,12 @@ provider = "echo"
 type = "prefix"
 model_prefix = "o/"
 provider = "stub-ollama"
+
+[[routers]]
+type = "prefix"
+model_prefix = "named/"
+provider = "stub-by-name"
+rewrite_model = "stub-cookie"
 
 [[routers]]
 type = "prefix"

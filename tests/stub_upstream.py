@@ -150,6 +150,10 @@ class StubUpstream:
             return _error(429, "Rate limit reached for requests", "rate_limit_error", code="rate_limit_exceeded")
         if model == "stub-hang":
             await asyncio.sleep(3600)
+        if model == "stub-cookie":  # an upstream that sets a cookie: fastroute must not keep it
+            resp = web.json_response(_completion(model, "cookie: " + request.headers.get("Cookie", "none")))
+            resp.set_cookie("session", "user-A-secret")
+            return resp
         if model == "stub-garbage":
             return web.Response(status=200, body=b"<html>not json</html>", content_type="text/html")
         messages = body.get("messages") or []

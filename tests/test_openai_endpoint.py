@@ -279,3 +279,11 @@ def test_translated_stream_cut_halfway_is_an_error_for_openai_clients(router: Fa
     with pytest.raises(openai.APIError):
         for _ in sdk(router).chat.completions.create(model=model, messages=MESSAGES, stream=True):
             pass
+
+
+@pytest.mark.parametrize("model", ["named/x", "stub-cookie"])
+def test_upstream_cookies_are_never_kept(router: FastrouteProcess, fresh_stub: StubUpstream, model: str) -> None:
+    for _ in range(2):  # the first answer sets a cookie; the second request must not carry it
+        out = sdk(router).chat.completions.create(model=model, messages=MESSAGES)
+        assert out.choices[0].message.content == "cookie: none"
+    assert all("Cookie" not in r.headers for r in fresh_stub.requests)

@@ -1,6 +1,7 @@
 """Hot paths, compiled with Cython, each beside a pure-Python twin of identical behaviour.
 
 - SSE splitting: ``_sse_py.py`` and the hand-written ``_sse_c.pyx`` (a tight byte loop);
+- the routing table's scan: ``_rules_py.py`` and ``_rules_c.pyx``;
 - upstream stream decoding (OpenAI, Anthropic, Ollama bytes -> canonical events):
   ``_decode_py.py``, compiled from the same source as ``_decode_c`` (Cython
   pure-Python mode, ``_decode_c.py`` links to it), so the two cannot drift.
@@ -18,18 +19,21 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fastroute._speedups import _decode_py
+from fastroute._speedups._rules_py import RuleScanner as RuleScannerPy
 from fastroute._speedups._sse_py import SSEDecoder as SSEDecoderPy
 from fastroute._speedups._sse_py import SSEEvent
 from fastroute._speedups._switch import NO_EXTENSIONS
 
 SSEDecoderC: type | None = None
+RuleScannerC: type | None = None
 decode_c: ModuleType | None = None
 if not (TYPE_CHECKING or NO_EXTENSIONS):
     try:
         from fastroute._speedups._sse_c import SSEDecoder as SSEDecoderC
+        from fastroute._speedups._rules_c import RuleScanner as RuleScannerC
         from fastroute._speedups import _decode_c as decode_c
     except ImportError:  # not compiled: no compiler at install time
-        SSEDecoderC = None
+        SSEDecoderC = RuleScannerC = None
         decode_c = None
     if decode_c is not None and not decode_c.__file__.endswith(tuple(EXTENSION_SUFFIXES)):
         decode_c = None  # the link to the Python source, imported because nothing was compiled
@@ -38,6 +42,7 @@ decode_py = _decode_py
 _decode = decode_c if decode_c is not None else decode_py
 
 SSEDecoder = SSEDecoderC if SSEDecoderC is not None else SSEDecoderPy
+RuleScanner = RuleScannerC if RuleScannerC is not None else RuleScannerPy
 OpenAIStreamDecoder = _decode.OpenAIStreamDecoder
 AnthropicStreamDecoder = _decode.AnthropicStreamDecoder
 OllamaStreamDecoder = _decode.OllamaStreamDecoder
@@ -49,10 +54,11 @@ args_text = _decode.args_text
 
 def implementation() -> str:
     """``"compiled"`` when the Cython speedups are live, else ``"python"``."""
-    return "compiled" if SSEDecoderC is not None and decode_c is not None else "python"
+    return "compiled" if SSEDecoderC is not None and decode_c is not None and RuleScannerC is not None else "python"
 
 
 __all__ = [
     "NO_EXTENSIONS", "SSEDecoder", "SSEDecoderC", "SSEDecoderPy", "SSEEvent", "decode_c", "decode_py",
+    "RuleScanner", "RuleScannerC", "RuleScannerPy",
     "OpenAIStreamDecoder", "AnthropicStreamDecoder", "OllamaStreamDecoder", "implementation",
 ]

@@ -4,10 +4,15 @@ Three operations: post bytes and read the whole answer, post bytes and stream
 the answer's chunks as they arrive, get JSON.  Two implementations, chosen by
 ``[server] upstream_client``:
 
-- ``aiohttp`` (default): aiohttp's own client.  Measured on this machine class
-  it costs 0.14–0.18 ms of CPU per upstream request, against 0.74–1.8 ms for
-  httpx's default transport (see ``benchmarks/e2e.py``).
-- ``httpx``: httpx.AsyncClient, for those who prefer it.
+- ``aiohttp`` (default): aiohttp's own client, 0.1–0.2 ms of CPU per upstream
+  request on this machine class whatever the concurrency.
+- ``httpx``: httpx.AsyncClient, for those who prefer it: 0.5–1 ms per request
+  alone, and several ms at concurrency 32, where httpcore's pool checks every
+  idle connection on each request (see ``benchmarks/e2e.py`` and
+  ``benchmarks/test_bench_upstream_client.py``).
+
+Neither keeps cookies: a ``Set-Cookie`` from an upstream would otherwise ride
+along on every other user's requests to it.
 
 Transport exceptions are mapped by type, most specific first, to
 :mod:`fastroute.errors` (``UpstreamUnreachable``, ``UpstreamTimeout``,
@@ -20,6 +25,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol
 
 import orjson
@@ -151,6 +157,8 @@ class AiohttpClient:
                                              enable_cleanup_closed=True, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
+                # never keep an upstream's cookies: they would travel with every other user's requests
+                cookie_jar=aiohttp.DummyCookieJar(),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
@@ -247,6 +255,8 @@ class HttpxClient:
             self._client = httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60),
                 follow_redirects=False, trust_env=False,
+                # never keep an upstream's cookies: they would travel with every other user's requests
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         return self._client
 
