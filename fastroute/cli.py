@@ -31,10 +31,14 @@ def _prepare(raw: dict[str, Any], source: str) -> Any:
     from fastroute.providers import build_providers
     from fastroute.routing import Router
 
+    from fastroute.plugins import PluginSet
+    from fastroute.routing.classifiers import build_classifiers
+
     config = config_from_dict(raw, source)
     usable, warnings = drop_unusable_providers(config)
-    build_providers(usable, None)
-    router = Router(usable)
+    router = Router(usable, build_providers(usable, None))
+    PluginSet(usable)
+    build_classifiers(usable)
     return config, usable, warnings, router
 
 

@@ -1,6 +1,12 @@
 """The one place the flow of a request is written.
 
-    client dialect --check--> route --> provider --> answer in the client's dialect
+    client dialect -> on_start -> classify -> pre_request -> route -> provider
+                   -> post_response -> on_end -> answer in the client's dialect
+
+A provider that fails before the first byte reaches the client (connect error,
+timeout, 429, 5xx) is followed by the next in the rule's failover chain, with
+jittered backoff, a bounded number of attempts and per-provider circuit
+breakers; what was tried and why is kept on the exchange.
 
 Same dialect in and out: the client's body goes upstream with only the model
 name changed, and the upstream's bytes come back untouched (the fast path);
@@ -20,11 +26,14 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from fastroute.canonical import StreamEvent, Usage
+from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage
 from fastroute.config import Config
-from fastroute.errors import RequestError, UpstreamError, UpstreamTimeout
+from fastroute.errors import ProviderStatusError, RequestError, UpstreamError, UpstreamTimeout
+from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
 from fastroute.providers import Provider
-from fastroute.routing import Router
+from fastroute.routing import Route, Router
+from fastroute.routing.classifiers import build_classifiers, request_text, run_all
+from fastroute.routing.health import Health
 
 log = logging.getLogger("fastroute")
 
@@ -53,6 +62,12 @@ class Exchange:
     response_text: str = ""
     ttft_ms: float | None = None
     duration_ms: float | None = None
+    #: the [[routers]] rule that matched (-1: forced by a plugin)
+    rule: int | None = None
+    #: every provider tried, in order: {provider, model, status, error}
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    response_tags: list[str] = field(default_factory=list)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -78,12 +93,19 @@ Listener = Callable[[Exchange], None]
 
 
 class Pipeline:
-    def __init__(self, config: Config, providers: dict[str, Provider], router: Router) -> None:
+    def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
+                 health: Health | None = None) -> None:
         self.config = config
         self.providers = providers
         self.router = router
+        self.health = health or Health(config.failover)
+        self.plugins = PluginSet(config)
+        self.request_classifiers, self.response_classifiers = build_classifiers(config)
         self.listeners: list[Listener] = []
         self.in_flight = 0
+        # the canonical parse is skipped on the fast path unless something needs to read the request
+        self._always_parse = bool(self.plugins.enabled or self.request_classifiers or any(
+            p.config.capabilities or p.config.discover for p in providers.values()))
 
     # entry ----------------------------------------------------------------
 
@@ -96,41 +118,186 @@ class Pipeline:
     async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None,
                        client_headers: dict[str, str] | None = None) -> Answer | StreamAnswer:
         ex = self.new_exchange(dialect)
+        ctx: PluginContext | None = None
+        plugins: list[Any] = []
         try:
             model, stream = dialect.check_request(body)
             ex.requested_model, ex.stream = model, stream
-            route = self.router.route(model, ex.tags)
-            provider = self.providers[route.provider]
-            ex.provider, ex.sent_model = provider.name, route.model
-            headers = [(b"x-router-provider", provider.name.encode()), (b"x-router-model", route.model.encode()),
-                       (b"x-request-id", ex.id.encode())]
-            if provider.passthrough_dialect == dialect.NAME:
-                upstream_body, tap = dialect.passthrough(body, route.model, stream)
-                if stream:
-                    reply = await provider.stream_raw(upstream_body, client_key, client_headers)
-                    return StreamAnswer(200, self._relay(ex, dialect, provider, reply, tap),
-                                        headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
-                reply = await provider.post_raw(upstream_body, client_key, client_headers)
-                ex.usage = dialect.usage_from_body(reply.body)
-                self.finish(ex)
-                return Answer(200, reply.body, headers)
-            request = dialect.parse_request(body)
-            request.model = route.model
-            if stream:
-                events = await provider.open_stream(request, client_key)
-                return StreamAnswer(200, self._render(ex, dialect, request, events),
-                                    headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
-            response = await provider.send(request, client_key)
-            if response.usage.total_tokens == 0:
-                response.usage = estimate_usage(request, response.text())
-            ex.usage, ex.response_text = response.usage, response.text()
-            self.finish(ex)
-            return Answer(200, dialect.render_response(response), headers)
+            requested = body.pop("plugins", None) if "plugins" in body else None
+            plugins = self.plugins.for_request(requested)
+            if "tier" in body and any(p.id == "pareto-router" for p, _ in plugins):
+                tier = body.pop("tier")
+                for p, settings in plugins:
+                    if p.id == "pareto-router":
+                        settings.setdefault("tier", tier)
+            ex.plugins = [p.id for p, _ in plugins]
+            request = dialect.parse_request(body) if (self._always_parse or plugins) else None
+            if request is not None:
+                ctx = PluginContext(request, {}, ex.tags)
+                if await self._hooks("on_start", plugins, ctx):
+                    return self._stopped(ex, dialect, ctx)
+                ex.tags.extend(run_all(self.request_classifiers, request_text(request)))
+                modified = await self._hooks("pre_request", plugins, ctx)
+                if modified is STOPPED:
+                    return self._stopped(ex, dialect, ctx)
+                if modified:
+                    body = None  # the request changed: it is rendered from the canonical model now
+            route = self._route(model, ex, request, ctx)
+            answer = await self._with_failover(ex, dialect, route, body, request, stream, client_key, client_headers,
+                                               plugins, ctx)
+            return answer
         except RequestError as err:
             return self.fail(ex, dialect, err)
+        except PluginFailed as exc:
+            log.error("plugin %r failed in %s: %s", exc.plugin, exc.hook, exc.cause)
+            return self.fail(ex, dialect, RequestError(f"plugin '{exc.plugin}' failed in {exc.hook}: {exc.cause}"))
         except Exception as exc:  # a bug: answer honestly, log it, keep serving
             log.exception("request %s failed inside fastroute", ex.id)
             return self.fail(ex, dialect, RequestError(f"internal error in fastroute: {type(exc).__name__}"))
+
+    # stages ---------------------------------------------------------------
+
+    async def _hooks(self, hook: str, plugins: list[Any], ctx: PluginContext | None) -> Any:
+        """Run one hook of every plugin.  Returns STOPPED, True (something changed) or False.
+
+        ``on_start`` / ``pre_request`` failures raise :class:`PluginFailed`; later hooks only log.
+        """
+        if ctx is None or not plugins:
+            return False
+        changed = False
+        for plugin, settings in plugins:
+            ctx.settings = settings
+            try:
+                result = await getattr(plugin, hook)(ctx)
+            except Exception as exc:
+                if hook in ("on_start", "pre_request"):
+                    raise PluginFailed(plugin.id, hook, exc) from exc
+                log.exception("plugin %r failed in %s; going on", plugin.id, hook)
+                continue
+            if isinstance(result, Stop):
+                if hook in ("on_start", "pre_request"):
+                    if ctx.response is None:
+                        raise PluginFailed(plugin.id, hook, ValueError("stopped without an answer"))
+                    return STOPPED
+            elif result == MODIFIED:
+                changed = True
+        return changed
+
+    def _stopped(self, ex: Exchange, dialect: ModuleType, ctx: PluginContext) -> Answer | StreamAnswer:
+        """A plugin answered before any provider: render its answer in the client's dialect."""
+        response = ctx.response
+        assert response is not None
+        ex.provider, ex.sent_model = "plugin", response.model or ex.requested_model
+        headers = self._headers(ex)
+        if ex.stream:
+            return StreamAnswer(200, self._render(ex, dialect, ctx.request, _replay(response), [], None),
+                                headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
+        ex.usage, ex.response_text = response.usage, response.text()
+        self.finish(ex)
+        return Answer(200, dialect.render_response(response), headers)
+
+    def _route(self, model: str, ex: Exchange, request: ChatRequest | None, ctx: PluginContext | None) -> Route:
+        needs = request_needs(request) if request is not None else ()
+        if ctx is not None and ctx.forced_provider:
+            if ctx.forced_provider not in self.providers:
+                raise RequestError(f"a plugin forced provider {ctx.forced_provider!r}, which is not configured")
+            route = Route(ctx.forced_provider, model, -1)
+        else:
+            route = self.router.route(model, ex.tags, needs)
+        ex.rule = route.rule
+        return route
+
+    async def _with_failover(self, ex: Exchange, dialect: ModuleType, route: Route, body: Any,
+                             request: ChatRequest | None, stream: bool, client_key: str | None,
+                             client_headers: dict[str, str] | None, plugins: list[Any],
+                             ctx: PluginContext | None) -> Answer | StreamAnswer:
+        plan = [(route.provider, route.model), *route.fallbacks]
+        limit = self.config.failover.max_attempts
+        last: RequestError | None = None
+        tried = 0
+        for provider_name, model in plan:
+            if tried >= limit:
+                break
+            if tried and not self.health.available(provider_name):
+                ex.attempts.append({"provider": provider_name, "model": model, "status": None,
+                                    "error": "skipped: circuit breaker open"})
+                continue
+            if tried:
+                await asyncio.sleep(self.health.backoff_s(tried))
+            tried += 1
+            provider = self.providers[provider_name]
+            ex.provider, ex.sent_model = provider_name, model
+            self.health.begin(provider_name)
+            try:
+                answer = await self._call(ex, dialect, provider, model, body, request, stream, client_key,
+                                          client_headers, plugins, ctx)
+            except RequestError as err:
+                retry = isinstance(err, (UpstreamError, UpstreamTimeout)) or (
+                    isinstance(err, ProviderStatusError) and err.upstream_status == 429)
+                if retry:
+                    self.health.failure(provider_name)
+                ex.attempts.append({"provider": provider_name, "model": model, "status": err.http_status,
+                                    "error": err.message})
+                if not retry:
+                    raise
+                last = err
+                continue
+            self.health.success(provider_name)
+            if ex.attempts:
+                ex.attempts.append({"provider": provider_name, "model": model, "status": 200, "error": None})
+            return answer
+        assert last is not None
+        raise last
+
+    async def _call(self, ex: Exchange, dialect: ModuleType, provider: Provider, model: str, body: Any,
+                    request: ChatRequest | None, stream: bool, client_key: str | None,
+                    client_headers: dict[str, str] | None, plugins: list[Any],
+                    ctx: PluginContext | None) -> Answer | StreamAnswer:
+        """One attempt at one provider.  Raises before anything reaches the client."""
+        if body is not None and provider.passthrough_dialect == dialect.NAME:
+            upstream_body, tap = dialect.passthrough(body, model, stream)
+            if stream:
+                reply = await provider.stream_raw(upstream_body, client_key, client_headers)
+                return StreamAnswer(200, self._relay(ex, dialect, provider, reply, tap, plugins, ctx),
+                                    self._headers(ex) + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
+            reply = await provider.post_raw(upstream_body, client_key, client_headers)
+            ex.usage = dialect.usage_from_body(reply.body)
+            out = reply.body
+            if ctx is not None and (plugins or self.response_classifiers):
+                response = dialect.parse_response(reply.body)
+                if await self._after(ex, response, plugins, ctx):
+                    out = dialect.render_response(response)
+            self.finish(ex)
+            return Answer(200, out, self._headers(ex))
+        if request is None:
+            request = dialect.parse_request(body)
+        request.model = model
+        if stream:
+            events = await provider.open_stream(request, client_key)
+            return StreamAnswer(200, self._render(ex, dialect, request, events, plugins, ctx),
+                                self._headers(ex) + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
+        response = await provider.send(request, client_key)
+        if response.usage.total_tokens == 0:
+            response.usage = estimate_usage(request, response.text())
+        if ctx is not None or self.response_classifiers:
+            await self._after(ex, response, plugins, ctx or PluginContext(request, {}, ex.tags))
+        ex.usage, ex.response_text = response.usage, response.text()
+        self.finish(ex)
+        return Answer(200, dialect.render_response(response), self._headers(ex))
+
+    async def _after(self, ex: Exchange, response: ChatResponse, plugins: list[Any], ctx: PluginContext) -> bool:
+        """Response classifiers, then post_response; True when a plugin changed the answer."""
+        ex.response_tags = run_all(self.response_classifiers, response.text())
+        ctx.response = response
+        changed = await self._hooks("post_response", plugins, ctx)
+        await self._hooks("on_end", plugins, ctx)
+        return bool(changed)
+
+    def _headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
+        return [(b"x-router-provider", (ex.provider or "").encode()),
+                (b"x-router-model", (ex.sent_model or "").encode()),
+                (b"x-router-request-tags", ",".join(ex.tags).encode()),
+                (b"x-request-id", ex.id.encode())]
 
     def fail(self, ex: Exchange, dialect: ModuleType, err: RequestError) -> Answer:
         ex.status, ex.error = err.http_status, err.message
@@ -150,7 +317,7 @@ class Pipeline:
     # streams --------------------------------------------------------------
 
     async def _relay(self, ex: Exchange, dialect: ModuleType, provider: Provider, reply: Any,
-                     tap: Any) -> AsyncIterator[bytes]:
+                     tap: Any, plugins: list[Any], ctx: PluginContext | None) -> AsyncIterator[bytes]:
         """Forward the upstream's chunks the moment they arrive; read them on the side."""
         held = b""  # the start of an event whose end has not arrived yet
         try:
@@ -185,9 +352,11 @@ class Pipeline:
             ex.usage, ex.response_text = tap.usage, tap.text
             if ex.error is None and tap.error is not None:
                 ex.error = tap.error
+            await self._after_stream(ex, plugins, ctx)
             self.finish(ex)
 
-    async def _render(self, ex: Exchange, dialect: ModuleType, request: Any, events: Any) -> AsyncIterator[bytes]:
+    async def _render(self, ex: Exchange, dialect: ModuleType, request: Any, events: Any,
+                      plugins: list[Any], ctx: PluginContext | None) -> AsyncIterator[bytes]:
         """Render canonical stream events in the client's dialect; usage always ends the stream."""
         renderer = dialect.StreamRenderer()
         text: list[str] = []
@@ -221,7 +390,52 @@ class Pipeline:
         finally:
             await events.aclose()
             ex.response_text = "".join(text)
+            await self._after_stream(ex, plugins, ctx)
             self.finish(ex)
+
+    async def _after_stream(self, ex: Exchange, plugins: list[Any], ctx: PluginContext | None) -> None:
+        """Post hooks on the assembled answer, once the stream is over (it can no longer change)."""
+        if ctx is None and not self.response_classifiers:
+            return
+        try:
+            response = ChatResponse(id=ex.id, model=ex.sent_model or "", content=[TextPart(ex.response_text)],
+                                    usage=ex.usage or Usage())
+            if ctx is None:
+                ex.response_tags = run_all(self.response_classifiers, ex.response_text)
+            else:
+                await self._after(ex, response, plugins, ctx)
+        except Exception:  # never let accounting break a finished stream
+            log.exception("post-stream hooks failed for %s", ex.id)
+
+
+STOPPED = object()
+
+
+class PluginFailed(Exception):
+    def __init__(self, plugin: str, hook: str, cause: BaseException) -> None:
+        super().__init__(f"{plugin} in {hook}: {cause}")
+        self.plugin, self.hook, self.cause = plugin, hook, cause
+
+
+def request_needs(request: ChatRequest) -> frozenset[str]:
+    """Capabilities a request needs from the model: ``vision`` for images, ``tools`` for tools."""
+    needs = set()
+    if request.tools:
+        needs.add("tools")
+    if any(isinstance(p, ImagePart) for m in request.messages for p in m.content):
+        needs.add("vision")
+    return frozenset(needs)
+
+
+async def _replay(response: ChatResponse) -> AsyncIterator[StreamEvent]:
+    """A finished answer as a stream of events (a plugin's answer to a streaming client)."""
+    yield StreamEvent("start", id=response.id, model=response.model)
+    if response.text():
+        yield StreamEvent("text", text=response.text())
+    for i, call in enumerate(response.tool_calls):
+        yield StreamEvent("tool_call", index=i, tool_call=call)
+    yield StreamEvent("stop", stop_reason=response.stop_reason)
+    yield StreamEvent("usage", usage=response.usage)
 
 
 def estimate_usage(request: Any, output: str) -> Usage:

@@ -22,6 +22,10 @@ class Provider:
         self.format = config.format
         self.client = client
         self.timeouts = Timeouts(connect=config.connect_timeout, read=config.read_timeout)
+        #: models found by discovery, with what each can do
+        self.discovered: dict[str, frozenset[str]] = {}
+        #: False when the last discovery call failed (the last known list is kept)
+        self.reachable = True
 
     def api_key(self) -> str | None:
         """The provider's key, read from the environment now (never cached, never logged)."""
@@ -29,7 +33,16 @@ class Provider:
         return os.environ.get(env) if env else None
 
     def models(self) -> list[str]:
-        return list(self.config.models)
+        """What this provider serves: configured models, then discovered ones."""
+        listed = list(self.config.models)
+        return listed + [m for m in self.discovered if m not in listed]
+
+    def capabilities(self, model: str) -> frozenset[str] | None:
+        """What ``model`` can do; None when nobody said (then it is assumed able)."""
+        found = self.discovered.get(model)
+        if found is not None:
+            return found
+        return frozenset(self.config.capabilities) if self.config.capabilities else None
 
     # errors ---------------------------------------------------------------
 

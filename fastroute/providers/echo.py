@@ -27,6 +27,9 @@ class EchoProvider(Provider):
     def models(self) -> list[str]:
         return list(self.config.models) or ["echo"]
 
+    def capabilities(self, model: str) -> frozenset[str] | None:
+        return frozenset({"vision", "tools"})  # it echoes text whatever it is given
+
     def _usage(self, request: ChatRequest, reply: str) -> Usage:
         prompt = sum(count_tokens(m.text()) for m in request.messages) + count_tokens(request.system or "")
         return Usage(input_tokens=prompt, output_tokens=count_tokens(reply))

@@ -23,6 +23,8 @@ from fastroute.pipeline import Answer, Pipeline, StreamAnswer
 from fastroute.providers import build_providers
 from fastroute.providers.transport import make_client
 from fastroute.routing import Router
+from fastroute.routing.discovery import Discovery
+from fastroute.routing.health import Health
 
 log = logging.getLogger("fastroute")
 
@@ -216,7 +218,10 @@ def build_app(config: Config) -> Application:
             raise ConfigError(config.source, "server.api_key_env",
                               f"${config.server.api_key_env} is not set; clients would be refused")
     client = make_client(config.server.upstream_client)
-    pipeline = Pipeline(config, build_providers(config, client), Router(config))
+    providers = build_providers(config, client)
+    health = Health(config.failover)
+    pipeline = Pipeline(config, providers, Router(config, providers, health.available), health)
+    discovery = Discovery(config, providers)
     handlers = Handlers(config, pipeline, server_key)
 
     app = Application(show_error_details=False)
@@ -233,8 +238,13 @@ def build_app(config: Config) -> Application:
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)
 
+    async def on_start(application: Application) -> None:
+        await discovery.start()  # bounded; then it refreshes in the background
+
     async def on_stop(application: Application) -> None:
+        await discovery.stop()
         await client.aclose()
 
+    app.on_start += on_start
     app.on_stop += on_stop
     return app

@@ -1,0 +1,116 @@
+"""Live model discovery: what local servers serve, refreshed in the background.
+
+``ollama`` providers via ``/api/tags`` and ``/api/show`` (capabilities vision
+and tools, and ``coding`` inferred from the name and family); ``openai``-format
+servers (llama.cpp, vLLM, LM Studio) via ``/v1/models``.  Discovery uses httpx
+(convenience over microseconds: it is off the request path).  A provider that
+does not answer keeps its last known list and is marked unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import httpx
+
+from fastroute.config import Config, DiscoverRule
+from fastroute.providers import Provider
+
+log = logging.getLogger("fastroute.discovery")
+
+_CODING = re.compile(r"cod(e|er|estral)|devstral|starcoder|deepseek-coder|codegemma|codellama|qwen.*coder", re.I)
+
+
+def discoverable(config: Config, providers: dict[str, Provider]) -> list[Provider]:
+    """Providers with ``discover = true`` or named by a ``discover`` rule."""
+    named = {r.provider for r in config.routers if isinstance(r, DiscoverRule)}
+    return [p for p in providers.values()
+            if (p.config.discover or p.name in named) and p.format in ("ollama", "openai")]
+
+
+def infer_capabilities(name: str, family: str = "", reported: list[str] | None = None) -> frozenset[str]:
+    caps = {c for c in reported or () if c in ("vision", "tools")}
+    if _CODING.search(name) or _CODING.search(family):
+        caps.add("coding")
+    return frozenset(caps)
+
+
+async def discover_one(client: httpx.AsyncClient, provider: Provider, timeout: float) -> None:
+    base = provider.config.base_url.rstrip("/")
+    headers = {}
+    key = provider.api_key()
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    try:
+        if provider.format == "ollama":
+            resp = await client.get(f"{base}/api/tags", timeout=timeout)
+            resp.raise_for_status()
+            found: dict[str, frozenset[str]] = {}
+            for m in resp.json().get("models", []):
+                name = m.get("name") or m.get("model")
+                if not name:
+                    continue
+                family = (m.get("details") or {}).get("family") or ""
+                reported: list[str] = []
+                try:
+                    show = await client.post(f"{base}/api/show", json={"model": name}, timeout=timeout)
+                    if show.status_code == 200:
+                        reported = show.json().get("capabilities") or []
+                except httpx.HTTPError:
+                    pass
+                found[name] = infer_capabilities(name, family, reported)
+        else:
+            resp = await client.get(f"{base}/models", headers=headers, timeout=timeout)
+            resp.raise_for_status()
+            found = {m["id"]: infer_capabilities(m["id"]) for m in resp.json().get("data", [])
+                     if isinstance(m, dict) and m.get("id")}
+    except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        if provider.reachable:
+            log.warning("discovery: provider %r did not answer (%s); keeping its last %d model(s)",
+                        provider.name, type(exc).__name__, len(provider.discovered))
+        provider.reachable = False
+        return
+    provider.discovered = found
+    provider.reachable = True
+
+
+class Discovery:
+    """Runs discovery once (bounded) at startup, then every ``interval_s`` in the background."""
+
+    def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
+        self.config = config.discovery
+        self.targets = discoverable(config, providers)
+        self._task: asyncio.Task[Any] | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def refresh(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(trust_env=False)
+        await asyncio.gather(*(discover_one(self._client, p, self.config.timeout_s) for p in self.targets))
+
+    async def start(self) -> None:
+        if not self.targets:
+            return
+        try:
+            await asyncio.wait_for(self.refresh(), timeout=self.config.timeout_s * 2)
+        except asyncio.TimeoutError:
+            log.warning("discovery: first refresh took too long; going on, it continues in the background")
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # never let the loop die
+                log.exception("discovery refresh failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()

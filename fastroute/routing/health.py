@@ -1,0 +1,67 @@
+"""Per-provider circuit breakers, and the backoff between failover attempts."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from fastroute.config import FailoverConfig
+
+
+@dataclass(slots=True)
+class Breaker:
+    failures: int = 0
+    opened_at: float | None = None
+    trial_running: bool = False
+
+
+class Health:
+    """Opens a provider's breaker after consecutive failures; after the cool-down,
+    lets one trial request through: its success closes the breaker, its failure re-opens it."""
+
+    def __init__(self, config: FailoverConfig, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+        self.clock = clock
+        self._breakers: dict[str, Breaker] = {}
+
+    def _get(self, provider: str) -> Breaker:
+        b = self._breakers.get(provider)
+        if b is None:
+            b = self._breakers[provider] = Breaker()
+        return b
+
+    def available(self, provider: str) -> bool:
+        """May a request go to this provider now? (Read-only: routing asks this.)"""
+        b = self._breakers.get(provider)
+        if b is None or b.opened_at is None:
+            return True
+        return not b.trial_running and self.clock() - b.opened_at >= self.config.breaker_cooldown_s
+
+    def begin(self, provider: str) -> None:
+        """A request is about to go out: if the breaker is half open, this is its one trial."""
+        b = self._breakers.get(provider)
+        if b is not None and b.opened_at is not None:
+            b.trial_running = True
+
+    def success(self, provider: str) -> None:
+        b = self._get(provider)
+        b.failures, b.opened_at, b.trial_running = 0, None, False
+
+    def failure(self, provider: str) -> None:
+        b = self._get(provider)
+        b.failures += 1
+        b.trial_running = False
+        if b.opened_at is not None or b.failures >= self.config.breaker_threshold:
+            b.opened_at = self.clock()
+
+    def state(self, provider: str) -> str:
+        b = self._breakers.get(provider)
+        if b is None or b.opened_at is None:
+            return "closed"
+        return "half-open" if self.available(provider) else "open"
+
+    def backoff_s(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1, 2, ...): exponential, full jitter."""
+        cap = min(self.config.backoff_max_ms, self.config.backoff_ms * (2 ** (attempt - 1)))
+        return random.uniform(0, cap) / 1000.0
