@@ -356,6 +356,8 @@ def drop_unusable_providers(cfg: Config, environ: typing.Mapping[str, str] = os.
         if hasattr(rule, "provider") and rule.provider in dropped:
             warnings.append(f"routers[{i}] ({rule.type}) dropped: its provider {rule.provider!r} was dropped")
             continue
+        if set(getattr(rule, "fallbacks", ())) & dropped:
+            rule = dataclasses.replace(rule, fallbacks=tuple(n for n in rule.fallbacks if n not in dropped))
         if getattr(rule, "providers", ()):
             rule = dataclasses.replace(rule, providers=tuple(n for n in rule.providers if n not in dropped))
             if not rule.providers and refs:

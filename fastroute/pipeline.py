@@ -228,6 +228,8 @@ class Pipeline:
             provider = self.providers[provider_name]
             ex.provider, ex.sent_model = provider_name, model
             self.health.begin(provider_name)
+            attempt: dict[str, Any] = {"provider": provider_name, "model": model, "status": 200, "error": None}
+            ex.attempts.append(attempt)
             try:
                 answer = await self._call(ex, dialect, provider, model, body, request, stream, client_key,
                                           client_headers, plugins, ctx)
@@ -236,15 +238,12 @@ class Pipeline:
                     isinstance(err, ProviderStatusError) and err.upstream_status == 429)
                 if retry:
                     self.health.failure(provider_name)
-                ex.attempts.append({"provider": provider_name, "model": model, "status": err.http_status,
-                                    "error": err.message})
+                attempt.update(status=err.http_status, error=err.message)
                 if not retry:
                     raise
                 last = err
                 continue
             self.health.success(provider_name)
-            if ex.attempts:
-                ex.attempts.append({"provider": provider_name, "model": model, "status": 200, "error": None})
             return answer
         assert last is not None
         raise last
@@ -294,10 +293,16 @@ class Pipeline:
         return bool(changed)
 
     def _headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
-        return [(b"x-router-provider", (ex.provider or "").encode()),
-                (b"x-router-model", (ex.sent_model or "").encode()),
-                (b"x-router-request-tags", ",".join(ex.tags).encode()),
-                (b"x-request-id", ex.id.encode())]
+        """Transparency: who answered and why; all known before the first byte of a stream."""
+        headers = [(b"x-router-provider", (ex.provider or "").encode()),
+                   (b"x-router-model", (ex.sent_model or "").encode()),
+                   (b"x-router-request-tags", ",".join(ex.tags).encode()),
+                   (b"x-request-id", ex.id.encode())]
+        if ex.response_tags:  # non-streamed answers only: a stream's headers leave before its end
+            headers.append((b"x-router-response-tags", ",".join(ex.response_tags).encode()))
+        if len(ex.attempts) > 1:
+            headers.append((b"x-router-attempts", str(len(ex.attempts)).encode()))
+        return headers
 
     def fail(self, ex: Exchange, dialect: ModuleType, err: RequestError) -> Answer:
         ex.status, ex.error = err.http_status, err.message

@@ -47,6 +47,8 @@ class StubUpstream:
     requests: list[Recorded] = field(default_factory=list)
     cancelled: int = 0
     finished_streams: int = 0
+    #: GET /api/tags calls (model discovery), counted apart from the chat requests
+    tag_calls: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
@@ -84,6 +86,7 @@ class StubUpstream:
         app.router.add_post("/v1/messages", self._dialect(stub_dialects.anthropic_messages))
         app.router.add_post("/api/chat", self._dialect(stub_dialects.ollama_chat))
         app.router.add_get("/api/tags", self._tags)
+        app.router.add_post("/api/show", self._show)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
@@ -118,7 +121,14 @@ class StubUpstream:
 
     # handlers -------------------------------------------------------------
 
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("model") != "stub-llama:latest":
+            return web.json_response({"error": "model not found"}, status=404)
+        return web.json_response({"capabilities": ["completion", "tools"], "details": {"family": "llama"}})
+
     async def _tags(self, request: web.Request) -> web.Response:
+        self.tag_calls += 1
         return await stub_dialects.ollama_tags(self, request)
 
     def _dialect(self, handler: Any) -> Any:

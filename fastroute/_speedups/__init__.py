@@ -1,6 +1,7 @@
 """Hot paths, compiled with Cython, each beside a pure-Python twin of identical behaviour.
 
 - SSE splitting: ``_sse_py.py`` and the hand-written ``_sse_c.pyx`` (a tight byte loop);
+- keyword classification: ``_keywords_py.py`` and ``_keywords_c.pyx`` (Aho-Corasick);
 - the routing table's scan: ``_rules_py.py`` and ``_rules_c.pyx``;
 - upstream stream decoding (OpenAI, Anthropic, Ollama bytes -> canonical events):
   ``_decode_py.py``, compiled from the same source as ``_decode_c`` (Cython
@@ -19,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fastroute._speedups import _decode_py
+from fastroute._speedups._keywords_py import KeywordMatcher as KeywordMatcherPy
 from fastroute._speedups._rules_py import RuleScanner as RuleScannerPy
 from fastroute._speedups._sse_py import SSEDecoder as SSEDecoderPy
 from fastroute._speedups._sse_py import SSEEvent
@@ -26,6 +28,7 @@ from fastroute._speedups._switch import NO_EXTENSIONS
 
 SSEDecoderC: type | None = None
 RuleScannerC: type | None = None
+KeywordMatcherC: type | None = None
 decode_c: ModuleType | None = None
 if not (TYPE_CHECKING or NO_EXTENSIONS):
     try:
@@ -43,6 +46,12 @@ _decode = decode_c if decode_c is not None else decode_py
 
 SSEDecoder = SSEDecoderC if SSEDecoderC is not None else SSEDecoderPy
 RuleScanner = RuleScannerC if RuleScannerC is not None else RuleScannerPy
+if not (TYPE_CHECKING or NO_EXTENSIONS):
+    try:
+        from fastroute._speedups._keywords_c import KeywordMatcher as KeywordMatcherC
+    except ImportError:
+        KeywordMatcherC = None
+KeywordMatcher = KeywordMatcherC if KeywordMatcherC is not None else KeywordMatcherPy
 OpenAIStreamDecoder = _decode.OpenAIStreamDecoder
 AnthropicStreamDecoder = _decode.AnthropicStreamDecoder
 OllamaStreamDecoder = _decode.OllamaStreamDecoder
@@ -59,6 +68,6 @@ def implementation() -> str:
 
 __all__ = [
     "NO_EXTENSIONS", "SSEDecoder", "SSEDecoderC", "SSEDecoderPy", "SSEEvent", "decode_c", "decode_py",
-    "RuleScanner", "RuleScannerC", "RuleScannerPy",
+    "RuleScanner", "RuleScannerC", "RuleScannerPy", "KeywordMatcher", "KeywordMatcherC", "KeywordMatcherPy",
     "OpenAIStreamDecoder", "AnthropicStreamDecoder", "OllamaStreamDecoder", "implementation",
 ]

@@ -22,11 +22,17 @@ from fastroute.formats import responses as responses_dialect
 from fastroute.pipeline import Answer, Pipeline, StreamAnswer
 from fastroute.providers import build_providers
 from fastroute.providers.transport import make_client
+from fastroute.pipeline import request_needs
 from fastroute.routing import Router
+from fastroute.routing.classifiers import request_text, run_all
+from fastroute.routing.rules import describe_rule
 from fastroute.routing.discovery import Discovery
 from fastroute.routing.health import Health
 
 log = logging.getLogger("fastroute")
+
+DIALECTS = {"openai": openai_dialect, "anthropic": anthropic_dialect, "responses": responses_dialect,
+            "ollama": ollama_dialect}
 
 #: client headers that may travel to a provider of the client's own dialect
 FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
@@ -151,6 +157,36 @@ class Handlers:
                 for name, provider in self.pipeline.providers.items() for model in provider.models()]
         return _json(200, {"object": "list", "data": data})
 
+    async def explain_route(self, request: Request) -> Response:
+        """``POST /v1/route``: which rule would serve this body, and why each earlier one would not.
+        No provider is called and no plugin runs.  ``?dialect=anthropic|responses|ollama`` for other shapes."""
+        dialect = DIALECTS.get(request.query.get("dialect", ["openai"])[0])
+        if dialect is None:
+            return error_response(BadRequest(f"unknown dialect; one of {', '.join(DIALECTS)}"))
+        try:
+            self.check_key(request)
+            body = await self.read_json(request)
+            model, _ = dialect.check_request(body)
+            body.pop("plugins", None)
+            canonical = dialect.parse_request(body)
+            pipeline = self.pipeline
+            tags = run_all(pipeline.request_classifiers, request_text(canonical))
+            needs = sorted(request_needs(canonical))
+            verdicts = pipeline.router.explain(model, tags, needs)
+        except RequestError as err:
+            return error_response(err, dialect)
+        matched = next((v for v in verdicts if v.route is not None), None)
+        rules = [{"index": v.index, "type": v.type, "rule": describe_rule(pipeline.router.rules[v.index]),
+                  "matched": v.route is not None, **({"reason": v.reason} if v.route is None else {})}
+                 for v in verdicts]
+        route = None
+        if matched is not None and matched.route is not None:
+            r = matched.route
+            route = {"provider": r.provider, "model": r.model, "rule": r.rule,
+                     "fallbacks": [{"provider": p, "model": m} for p, m in r.fallbacks]}
+        return _json(200, {"model": model, "tags": tags, "needs": needs, "route": route, "rules": rules,
+                           "error": None if route else f"no provider configured for model '{model}'"})
+
     # Ollama's model endpoints, so tools built for Ollama can list and inspect what fastroute serves
 
     def _served(self) -> list[tuple[str, str]]:
@@ -234,6 +270,7 @@ def build_app(config: Config) -> Application:
     app.router.add_get("/api/tags", _route(handlers.ollama_tags))
     app.router.add_post("/api/show", _route(handlers.ollama_show))
     app.router.add_get("/api/version", _route(handlers.ollama_version))
+    app.router.add_post("/v1/route", _route(handlers.explain_route))
     app.router.add_get("/health", _route(handlers.health))
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)
