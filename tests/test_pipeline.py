@@ -378,3 +378,51 @@ def test_refusal_tags_the_response(piped: FastrouteProcess) -> None:
     resp = chat(piped, {"model": "gpt-x", "messages": [{"role": "user", "content": "I can't help with that"}]})
     assert resp.headers["x-router-response-tags"] == "refusal"
     assert "x-router-response-tags" not in chat(piped, {"model": "gpt-x", "messages": USER}).headers
+
+
+ENDPOINTS = {
+    "openai": ("/v1/chat/completions", lambda m, s: {"model": m, "messages": USER, "stream": s}),
+    "responses": ("/v1/responses", lambda m, s: {"model": m, "input": "hello big world", "stream": s}),
+    "anthropic": ("/v1/messages", lambda m, s: {"model": m, "max_tokens": 20, "messages": USER, "stream": s}),
+    "ollama": ("/api/chat", lambda m, s: {"model": m, "messages": USER, "stream": s}),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+@pytest.mark.parametrize("stream", [False, True])
+def test_failover_and_tags_through_every_endpoint(piped: FastrouteProcess, fresh_stub: StubUpstream, endpoint: str,
+                                                  stream: bool) -> None:
+    path, make = ENDPOINTS[endpoint]
+    resp = httpx.post(f"{piped.url}{path}", json=make("failover-dead", stream), timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-router-provider"] == "stub" and resp.headers["x-router-attempts"] == "2"
+    assert b"stub: hello big world" in resp.content or b"stub:" in resp.content
+    tagged = make("whatever", stream)
+    tagged_resp = httpx.post(f"{piped.url}{path}", json={**tagged, **(
+        {"input": "def main(): pass"} if endpoint == "responses" else
+        {"messages": [{"role": "user", "content": "def main(): pass"}]})}, timeout=30)
+    assert tagged_resp.headers["x-router-request-tags"] == "code"
+    assert tagged_resp.headers["x-router-provider"] == "echo"
+
+
+def test_openai_format_discovery(stub: StubUpstream) -> None:
+    import asyncio
+
+    from fastroute.config import config_from_dict
+    from fastroute.providers import build_providers
+    from fastroute.routing.discovery import Discovery
+
+    cfg = config_from_dict({"providers": [
+        {"name": "vllm", "format": "openai", "base_url": stub.base_url, "discover": True},
+        {"name": "gone", "format": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "discover": True}]})
+    providers = build_providers(cfg, None)
+    providers["gone"].discovered = {"old-model": frozenset()}
+
+    async def run() -> None:
+        d = Discovery(cfg, providers)
+        await d.refresh()
+        await d.stop()
+
+    asyncio.run(run())
+    assert providers["vllm"].models() == ["stub-model"] and providers["vllm"].reachable
+    assert providers["gone"].models() == ["old-model"] and not providers["gone"].reachable
