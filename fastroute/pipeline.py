@@ -134,13 +134,14 @@ class Pipeline:
             request = dialect.parse_request(body) if (self._always_parse or plugins) else None
             if request is not None:
                 ctx = PluginContext(request, {}, ex.tags)
-                if await self._hooks("on_start", plugins, ctx):
+                started = await self._hooks("on_start", plugins, ctx)
+                if started is STOPPED:
                     return self._stopped(ex, dialect, ctx)
                 ex.tags.extend(run_all(self.request_classifiers, request_text(request)))
                 modified = await self._hooks("pre_request", plugins, ctx)
                 if modified is STOPPED:
                     return self._stopped(ex, dialect, ctx)
-                if modified:
+                if modified or started:
                     body = None  # the request changed: it is rendered from the canonical model now
             route = self._route(model, ex, request, ctx)
             answer = await self._with_failover(ex, dialect, route, body, request, stream, client_key, client_headers,
