@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -31,6 +31,8 @@ from fastroute.config import Config
 from fastroute.errors import ProviderStatusError, RequestError, UpstreamError, UpstreamTimeout
 from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
 from fastroute.providers import Provider
+from fastroute.recording.events import EventBus
+from fastroute.recording.recorder import Recorder
 from fastroute.routing import Route, Router
 from fastroute.routing.classifiers import build_classifiers, request_text, run_all
 from fastroute.routing.health import Health
@@ -68,6 +70,8 @@ class Exchange:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     response_tags: list[str] = field(default_factory=list)
+    #: the request in canonical form, when it was parsed (for the log)
+    request: Any = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -89,22 +93,19 @@ class StreamAnswer:
     content_type: bytes = EVENT_STREAM
 
 
-Listener = Callable[[Exchange], None]
-
-
 class Pipeline:
     def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
-                 health: Health | None = None) -> None:
+                 health: Health | None = None, recorder: Recorder | None = None) -> None:
         self.config = config
         self.providers = providers
         self.router = router
         self.health = health or Health(config.failover)
         self.plugins = PluginSet(config)
         self.request_classifiers, self.response_classifiers = build_classifiers(config)
-        self.listeners: list[Listener] = []
+        self.recorder = recorder or Recorder(EventBus())
         self.in_flight = 0
         # the canonical parse is skipped on the fast path unless something needs to read the request
-        self._always_parse = bool(self.plugins.enabled or self.request_classifiers or any(
+        self._always_parse = bool(self.plugins.enabled or self.request_classifiers or config.logging.enabled or any(
             p.config.capabilities or p.config.discover for p in providers.values()))
 
     # entry ----------------------------------------------------------------
@@ -123,6 +124,7 @@ class Pipeline:
         try:
             model, stream = dialect.check_request(body)
             ex.requested_model, ex.stream = model, stream
+            self.recorder.start(ex, self.in_flight)
             requested = body.pop("plugins", None) if "plugins" in body else None
             plugins = self.plugins.for_request(requested)
             if "tier" in body and any(p.id == "pareto-router" for p, _ in plugins):
@@ -132,6 +134,7 @@ class Pipeline:
                         settings.setdefault("tier", tier)
             ex.plugins = [p.id for p, _ in plugins]
             request = dialect.parse_request(body) if (self._always_parse or plugins) else None
+            ex.request = request
             if request is not None:
                 ctx = PluginContext(request, {}, ex.tags)
                 started = await self._hooks("on_start", plugins, ctx)
@@ -143,6 +146,7 @@ class Pipeline:
                     return self._stopped(ex, dialect, ctx)
                 if modified or started:
                     body = None  # the request changed: it is rendered from the canonical model now
+            self.recorder.classified(ex)
             route = self._route(model, ex, request, ctx)
             answer = await self._with_failover(ex, dialect, route, body, request, stream, client_key, client_headers,
                                                plugins, ctx)
@@ -228,6 +232,7 @@ class Pipeline:
             tried += 1
             provider = self.providers[provider_name]
             ex.provider, ex.sent_model = provider_name, model
+            self.recorder.routed(ex)
             self.health.begin(provider_name)
             attempt: dict[str, Any] = {"provider": provider_name, "model": model, "status": 200, "error": None}
             ex.attempts.append(attempt)
@@ -314,11 +319,10 @@ class Pipeline:
         """The one exit of every exchange."""
         self.in_flight -= 1
         ex.duration_ms = ex.elapsed_ms()
-        for listener in self.listeners:
-            try:
-                listener(ex)
-            except Exception:
-                log.exception("listener failed for %s", ex.id)
+        try:
+            self.recorder.complete(ex, self.in_flight)
+        except Exception:  # recording must never take an answer down with it
+            log.exception("recording failed for %s", ex.id)
 
     # streams --------------------------------------------------------------
 

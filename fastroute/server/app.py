@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from importlib import resources
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,12 @@ from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
 from fastroute.formats import responses as responses_dialect
 from fastroute.pipeline import Answer, Pipeline, StreamAnswer
+from fastroute.recording.events import EventBus
+from fastroute.recording.log import RequestLog
+from fastroute.recording.metrics import Metrics
+from fastroute.recording.recorder import Recorder
+from fastroute.recording.relay import ENV_DIR as RELAY_DIR
+from fastroute.recording.relay import EventRelay
 from fastroute.providers import build_providers
 from fastroute.providers.transport import make_client
 from fastroute.pipeline import request_needs
@@ -33,6 +40,8 @@ log = logging.getLogger("fastroute")
 
 DIALECTS = {"openai": openai_dialect, "anthropic": anthropic_dialect, "responses": responses_dialect,
             "ollama": ollama_dialect}
+
+KEEPALIVE_S = 15.0
 
 #: client headers that may travel to a provider of the client's own dialect
 FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
@@ -96,9 +105,10 @@ def _until_disconnect(chunks: Any, receive: Any) -> Callable[[], AsyncIterator[b
 class Handlers:
     """The routes.  One instance per application, holding the pipeline."""
 
-    def __init__(self, config: Config, pipeline: Pipeline, server_key: str | None) -> None:
+    def __init__(self, config: Config, pipeline: Pipeline, server_key: str | None, metrics: Metrics) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.recorder_metrics = metrics
         self.server_key = server_key.encode() if server_key else None
         self.max_body = config.server.max_body_bytes
 
@@ -144,6 +154,41 @@ class Handlers:
 
         handle.__name__ = f"{dialect.NAME}_chat"
         return handle
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(200, None, Content(self.recorder_metrics.content_type.encode(), self.recorder_metrics.render()))
+
+    async def dashboard(self, request: Request) -> Response:
+        if not self.config.server.dashboard:
+            return error_response(NotFound("the dashboard is off: set [server] dashboard = true"))
+        page = resources.files("fastroute").joinpath("static/dashboard.html").read_bytes()
+        return Response(200, [(b"cache-control", b"no-cache")], Content(b"text/html; charset=utf-8", page))
+
+    async def events(self, request: Request) -> Response:
+        """``GET /dashboard/events``: the event feed as SSE, recent history first, keep-alive every 15 s."""
+        try:
+            self.check_key(request)
+        except RequestError as err:
+            return error_response(err)
+        bus = self.pipeline.recorder.events
+        receive = getattr(request.content, "receive", None)
+
+        async def feed() -> AsyncIterator[bytes]:
+            sub, history = bus.subscribe()
+            try:
+                yield b": fastroute events\n\n" + b"".join(b"data: " + e + b"\n\n" for e in history)
+                while not sub.dropped:
+                    try:
+                        data = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield b"data: " + data + b"\n\n"
+            finally:
+                sub.close()
+
+        answer = StreamAnswer(200, feed(), [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")])
+        return to_response(answer, receive)
 
     async def health(self, request: Request) -> Response:
         return Response(200, None, Content(b"text/plain; charset=utf-8", b"ok"))
@@ -256,9 +301,14 @@ def build_app(config: Config) -> Application:
     client = make_client(config.server.upstream_client)
     providers = build_providers(config, client)
     health = Health(config.failover)
-    pipeline = Pipeline(config, providers, Router(config, providers, health.available), health)
+    bus = EventBus()
+    metrics = Metrics()
+    request_log = RequestLog(config.logging.path) if config.logging.enabled else None
+    recorder = Recorder(bus, metrics, request_log, {p.name: p.cost_per_1m_tokens for p in config.providers})
+    pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder)
     discovery = Discovery(config, providers)
-    handlers = Handlers(config, pipeline, server_key)
+    relay = EventRelay(bus, os.environ[RELAY_DIR]) if os.environ.get(RELAY_DIR) else None
+    handlers = Handlers(config, pipeline, server_key, metrics)
 
     app = Application(show_error_details=False)
     openai_chat = handlers.chat(openai_dialect)
@@ -272,15 +322,24 @@ def build_app(config: Config) -> Application:
     app.router.add_get("/api/version", _route(handlers.ollama_version))
     app.router.add_post("/v1/route", _route(handlers.explain_route))
     app.router.add_get("/health", _route(handlers.health))
+    app.router.add_get("/metrics", _route(handlers.metrics))
+    app.router.add_get("/dashboard", _route(handlers.dashboard))
+    app.router.add_get("/dashboard/events", _route(handlers.events))
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)
 
     async def on_start(application: Application) -> None:
+        if relay is not None:
+            relay.start()
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
         await discovery.stop()
         await client.aclose()
+        if relay is not None:
+            relay.stop()
+        if request_log is not None:
+            request_log.close()  # everything answered is in the log after a clean stop
 
     app.on_start += on_start
     app.on_stop += on_stop

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import orjson
 
 from fastroute.config import config_from_dict, drop_unusable_providers
+from fastroute.recording.relay import ENV_DIR as ENV_EVENTS_DIR
 
 ENV_CONFIG = "FASTROUTE_CONFIG"
 
@@ -45,10 +48,21 @@ def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, 
     from granian.constants import Interfaces, Loops
 
     os.environ[ENV_CONFIG] = orjson.dumps({"source": source, "data": raw}).decode()
+    if workers > 1:
+        # every worker's events reach every viewer, and /metrics adds all workers up
+        shared = tempfile.mkdtemp(prefix="fastroute-")
+        os.environ[ENV_EVENTS_DIR] = os.path.join(shared, "events")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(shared, "metrics")
+        os.makedirs(os.environ[ENV_EVENTS_DIR])
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     server = Granian(
         "fastroute.server.runner:app_factory", factory=True, address=host, port=port,
         interface=Interfaces.ASGI, workers=workers,
         loop=Loops.uvloop if loop_name() == "uvloop" else Loops.asyncio,
         workers_kill_timeout=max(1, int(round(grace_s))), log_access=False,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if workers > 1:
+            shutil.rmtree(os.path.dirname(os.environ[ENV_EVENTS_DIR]), ignore_errors=True)

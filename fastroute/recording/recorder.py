@@ -1,0 +1,86 @@
+"""Turns an exchange's life into events, a log line and metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastroute.canonical import ChatRequest, TextPart
+from fastroute.recording.events import EventBus
+from fastroute.recording.log import RequestLog
+from fastroute.recording.metrics import Metrics
+
+#: events carry at most this much of the prompt and answer; the log has it all
+EVENT_TEXT_LIMIT = 2000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _messages(request: ChatRequest | None) -> list[dict[str, Any]]:
+    if request is None:
+        return []
+    out = []
+    for m in request.messages:
+        item: dict[str, Any] = {"role": m.role,
+                                "content": "".join(p.text for p in m.content if isinstance(p, TextPart))}
+        if m.tool_calls:
+            item["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+        out.append(item)
+    return out
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= EVENT_TEXT_LIMIT:
+        return text
+    return text[:EVENT_TEXT_LIMIT] + f"… ({len(text)} characters)"
+
+
+class Recorder:
+    def __init__(self, events: EventBus, metrics: Metrics | None = None, log: RequestLog | None = None,
+                 costs: dict[str, float] | None = None) -> None:
+        self.events = events
+        self.metrics = metrics
+        self.log = log
+        self.costs = costs or {}
+
+    def start(self, ex: Any, in_flight: int) -> None:
+        self.events.publish({"type": "start", "id": ex.id, "ts_ms": ex.ts_ms, "model": ex.requested_model,
+                             "in_flight": in_flight, "dialect": ex.dialect, "stream": ex.stream})
+
+    def classified(self, ex: Any) -> None:
+        self.events.publish({"type": "classified", "id": ex.id, "ts_ms": _now_ms(), "tags": list(ex.tags)})
+
+    def routed(self, ex: Any) -> None:
+        self.events.publish({"type": "routed", "id": ex.id, "ts_ms": _now_ms(), "provider": ex.provider,
+                             "model": ex.sent_model, "rule": ex.rule})
+
+    def entry(self, ex: Any) -> dict[str, Any]:
+        """The log entry: the seed's fields, plus id, usage, cost, time to first token and the attempts."""
+        usage = ex.usage.as_dict() if ex.usage is not None else None
+        cost = None
+        if usage is not None and ex.provider in self.costs:
+            cost = round((usage["input_tokens"] + usage["output_tokens"]) * self.costs[ex.provider] / 1e6, 8)
+        request = ex.request
+        return {
+            "ts_ms": ex.ts_ms, "id": ex.id, "dialect": ex.dialect, "stream": ex.stream,
+            "provider": ex.provider, "requested_model": ex.requested_model, "sent_model": ex.sent_model,
+            "rule": ex.rule, "status": ex.status, "duration_ms": round(ex.duration_ms or 0.0, 3),
+            "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
+            "tags": list(ex.tags), "response_tags": list(ex.response_tags), "plugins": list(ex.plugins),
+            "system": request.system if request is not None else None, "messages": _messages(request),
+            "response": ex.response_text, "error": ex.error, "usage": usage, "cost_usd": cost,
+            "attempts": list(ex.attempts),
+        }
+
+    def complete(self, ex: Any, in_flight: int) -> None:
+        entry = self.entry(ex)
+        if self.log is not None:
+            self.log.write(entry)
+        if self.metrics is not None:
+            self.metrics.observe(entry)
+        event = {**entry, "type": "complete", "in_flight": in_flight, "system": _clip(entry["system"]),
+                 "response": _clip(entry["response"]),
+                 "messages": [{**m, "content": _clip(m["content"])} for m in entry["messages"][-3:]]}
+        self.events.publish(event)
