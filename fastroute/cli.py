@@ -102,9 +102,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    print(f"fastroute {args.command}: the terminal monitor is not part of this version yet", file=sys.stderr)
-    return 2
+def cmd_watch(args: argparse.Namespace) -> int:
+    from fastroute.tui.watch import run
+
+    return run(args.url, args.json, args.api_key or os.environ.get("FASTROUTE_API_KEY"), args.count)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from fastroute.tui.app import run
+
+    return run(args.url, args.api_key or os.environ.get("FASTROUTE_API_KEY"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -129,10 +136,17 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite an existing file")
     i.set_defaults(func=cmd_init)
 
-    for name, text in (("tui", "terminal monitor"), ("watch", "one line per event")):
-        t = sub.add_parser(name, help=f"{text} (not in this version yet)")
-        t.add_argument("url", nargs="?", default="http://127.0.0.1:8090")
-        t.set_defaults(func=cmd_not_yet)
+    w = sub.add_parser("watch", help="print one line per event of a running fastroute")
+    w.add_argument("url", nargs="?", default="http://127.0.0.1:8090")
+    w.add_argument("--json", action="store_true", help="the raw events, one JSON object a line")
+    w.add_argument("--api-key", help="the server's key, if it needs one (or $FASTROUTE_API_KEY)")
+    w.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    w.set_defaults(func=cmd_watch)
+
+    t = sub.add_parser("tui", help="the terminal monitor: live feed, stats and a chat")
+    t.add_argument("url", nargs="?", default="http://127.0.0.1:8090")
+    t.add_argument("--api-key", help="the server's key, if it needs one (or $FASTROUTE_API_KEY)")
+    t.set_defaults(func=cmd_tui)
     return p
 
 

@@ -1,0 +1,1 @@
+"""Terminal views of the event feed: ``fastroute watch`` (lines) and ``fastroute tui`` (Textual)."""

@@ -1,0 +1,73 @@
+"""``fastroute watch [URL]``: one line per event, as they happen.
+
+Colour on a terminal, plain when piped, ``--json`` for the raw events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+
+from fastroute.tui.feed import events
+
+_COLOURS = {"dim": "\033[2m", "green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "cyan": "\033[36m",
+            "bold": "\033[1m", "reset": "\033[0m"}
+
+
+def _clock(ts_ms: Any) -> str:
+    return time.strftime("%H:%M:%S", time.localtime((ts_ms or time.time() * 1000) / 1000))
+
+
+def format_event(ev: dict[str, Any], colour: bool) -> str | None:
+    """One line for one event (None for events without a line)."""
+    c = _COLOURS if colour else dict.fromkeys(_COLOURS, "")
+    kind, rid = ev.get("type"), str(ev.get("id", ""))[-8:]
+    if kind == "start":
+        return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']} {c['cyan']}→{c['reset']} {rid} "
+                f"{ev.get('model', '')} {c['dim']}({ev.get('dialect', '')}"
+                f"{', stream' if ev.get('stream') else ''}, in flight {ev.get('in_flight', 0)}){c['reset']}")
+    if kind == "classified":
+        tags = ", ".join(ev.get("tags") or []) or "none"
+        return f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']}   {rid} tags: {tags}"
+    if kind == "routed":
+        rule = ev.get("rule")
+        how = "forced by a plugin" if rule == -1 else f"rule {rule}"
+        return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']}   {rid} routed to "
+                f"{c['bold']}{ev.get('provider')}{c['reset']} {ev.get('model')} {c['dim']}({how}){c['reset']}")
+    if kind == "complete":
+        failed = bool(ev.get("error")) or (ev.get("status") or 0) >= 400
+        mark = f"{c['red']}✗" if failed else f"{c['green']}✓"
+        usage = ev.get("usage") or {}
+        tokens = f" tokens {usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)}" if usage else ""
+        ttft = f" ttft {ev['ttft_ms']:.0f}ms" if ev.get("ttft_ms") is not None else ""
+        cost = f" ${ev['cost_usd']:.6f}" if ev.get("cost_usd") else ""
+        tries = f" after {len(ev['attempts'])} attempts" if len(ev.get("attempts") or []) > 1 else ""
+        error = f" {c['red']}{ev['error']}{c['reset']}" if ev.get("error") else ""
+        return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']} {mark}{c['reset']} {rid} "
+                f"{ev.get('provider') or '-'}/{ev.get('sent_model') or ev.get('requested_model') or '-'} "
+                f"{ev.get('status')} {ev.get('duration_ms', 0):.0f}ms{ttft}{tokens}{cost}{tries}{error}")
+    return None
+
+
+async def watch(url: str, raw_json: bool, out: TextIO, api_key: str | None, count: int | None) -> None:
+    colour = out.isatty() and not raw_json
+
+    def status(message: str) -> None:
+        print(f"# {message}", file=sys.stderr, flush=True)
+
+    async for ev in events(url, api_key, status, stop_after=count):
+        line = orjson.dumps(ev).decode() if raw_json else format_event(ev, colour)
+        if line is not None:
+            print(line, file=out, flush=True)
+
+
+def run(url: str, raw_json: bool, api_key: str | None, count: int | None = None) -> int:
+    try:
+        asyncio.run(watch(url, raw_json, sys.stdout, api_key, count))
+    except KeyboardInterrupt:
+        return 130
+    return 0
