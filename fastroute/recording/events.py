@@ -20,15 +20,19 @@ import orjson
 log = logging.getLogger("fastroute.events")
 
 
+_END = b""
+
+
 class Subscription:
     __slots__ = ("queue", "dropped", "_bus")
 
     def __init__(self, bus: EventBus, size: int) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size + 1)  # +1: room for the end marker
         self.dropped = False
         self._bus = bus
 
     async def get(self) -> bytes:
+        """The next event; ``b""`` when the feed is over (the server is stopping)."""
         return await self.queue.get()
 
     def close(self) -> None:
@@ -72,6 +76,16 @@ class EventBus:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
+
+    def close_all(self) -> None:
+        """End every feed (the server is stopping): each subscriber gets the end marker."""
+        for sub in list(self._subscribers):
+            sub.dropped = True
+            self._subscribers.discard(sub)
+            try:
+                sub.queue.put_nowait(_END)
+            except asyncio.QueueFull:
+                pass  # its consumer will see ``dropped`` at its next keep-alive
 
     @property
     def subscribers(self) -> int:

@@ -27,6 +27,7 @@ from fastroute.recording.metrics import Metrics
 from fastroute.recording.recorder import Recorder
 from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
+from fastroute.server.runner import ENV_STOPPING
 from fastroute.providers import build_providers
 from fastroute.providers.transport import make_client
 from fastroute.pipeline import request_needs
@@ -183,6 +184,8 @@ class Handlers:
                     except asyncio.TimeoutError:
                         yield b": keep-alive\n\n"
                         continue
+                    if not data:
+                        return  # the server is stopping
                     yield b"data: " + data + b"\n\n"
             finally:
                 sub.close()
@@ -328,12 +331,26 @@ def build_app(config: Config) -> Application:
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)
 
+    watcher: list[asyncio.Task[None]] = []
+
+    async def watch_for_stop() -> None:
+        marker = os.environ.get(ENV_STOPPING)
+        while marker:
+            if os.path.exists(marker):
+                bus.close_all()  # endless feeds end, so the graceful stop waits only for real requests
+                return
+            await asyncio.sleep(0.2)
+
     async def on_start(application: Application) -> None:
         if relay is not None:
             relay.start()
+        watcher.append(asyncio.create_task(watch_for_stop()))
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
+        for task in watcher:
+            task.cancel()
+        bus.close_all()
         await discovery.stop()
         await client.aclose()
         if relay is not None:

@@ -19,6 +19,8 @@ from fastroute.config import config_from_dict, drop_unusable_providers
 from fastroute.recording.relay import ENV_DIR as ENV_EVENTS_DIR
 
 ENV_CONFIG = "FASTROUTE_CONFIG"
+#: a file the main process creates when asked to stop, which the workers watch for
+ENV_STOPPING = "FASTROUTE_STOPPING_FILE"
 
 
 def app_factory() -> Any:
@@ -48,14 +50,24 @@ def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, 
     from granian.constants import Interfaces, Loops
 
     os.environ[ENV_CONFIG] = orjson.dumps({"source": source, "data": raw}).decode()
+    shared = tempfile.mkdtemp(prefix="fastroute-")
+    os.environ[ENV_STOPPING] = os.path.join(shared, "stopping")
     if workers > 1:
         # every worker's events reach every viewer, and /metrics adds all workers up
-        shared = tempfile.mkdtemp(prefix="fastroute-")
         os.environ[ENV_EVENTS_DIR] = os.path.join(shared, "events")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(shared, "metrics")
         os.makedirs(os.environ[ENV_EVENTS_DIR])
         os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    server = Granian(
+
+    class Server(Granian):  # type: ignore[misc, valid-type]
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            # Tell the workers first: endless responses (the event feeds) end now, so the
+            # graceful stop only waits for real requests.
+            with open(os.environ[ENV_STOPPING], "w"):
+                pass
+            super().signal_handler_interrupt(*args, **kwargs)
+
+    server = Server(
         "fastroute.server.runner:app_factory", factory=True, address=host, port=port,
         interface=Interfaces.ASGI, workers=workers,
         loop=Loops.uvloop if loop_name() == "uvloop" else Loops.asyncio,
@@ -64,5 +76,4 @@ def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, 
     try:
         server.serve()
     finally:
-        if workers > 1:
-            shutil.rmtree(os.path.dirname(os.environ[ENV_EVENTS_DIR]), ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)

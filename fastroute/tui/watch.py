@@ -19,7 +19,7 @@ _COLOURS = {"dim": "\033[2m", "green": "\033[32m", "red": "\033[31m", "yellow": 
 
 
 def _clock(ts_ms: Any) -> str:
-    return time.strftime("%H:%M:%S", time.localtime((ts_ms or time.time() * 1000) / 1000))
+    return time.strftime("%H:%M:%S", time.localtime((ts_ms if ts_ms is not None else time.time() * 1000) / 1000))
 
 
 def format_event(ev: dict[str, Any], colour: bool) -> str | None:
