@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -44,6 +45,8 @@ class Recorder:
         self.metrics = metrics
         self.log = log
         self.costs = costs or {}
+        #: which worker process answered (with --workers N, events of all of them reach every viewer)
+        self.worker = os.getpid()
 
     def start(self, ex: Any, in_flight: int) -> None:
         self.events.publish({"type": "start", "id": ex.id, "ts_ms": ex.ts_ms, "model": ex.requested_model,
@@ -80,7 +83,7 @@ class Recorder:
             self.log.write(entry)
         if self.metrics is not None:
             self.metrics.observe(entry)
-        event = {**entry, "type": "complete", "in_flight": in_flight, "system": _clip(entry["system"]),
+        event = {**entry, "type": "complete", "in_flight": in_flight, "worker": self.worker, "system": _clip(entry["system"]),
                  "response": _clip(entry["response"]),
                  "messages": [{**m, "content": _clip(m["content"])} for m in entry["messages"][-3:]]}
         self.events.publish(event)
