@@ -120,6 +120,7 @@ def test_events_log_and_metrics_for_every_request(recorded: tuple[FastrouteProce
     assert 'fastroute_requests_total{model="gpt-x",provider="stub",status="200"} 2.0' in metrics
     assert "fastroute_time_to_first_token_seconds_count" in metrics
     assert 'fastroute_tokens_total{direction="out",model="gpt-x",provider="stub"}' in metrics
+    assert "fastroute_in_flight_requests 0.0" in metrics
 
     assert proc.stop() == 0  # a clean stop: everything answered is in the log
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]

@@ -49,6 +49,8 @@ class Recorder:
         self.worker = os.getpid()
 
     def start(self, ex: Any, in_flight: int) -> None:
+        if self.metrics is not None:
+            self.metrics.in_flight.set(in_flight)
         self.events.publish({"type": "start", "id": ex.id, "ts_ms": ex.ts_ms, "model": ex.requested_model,
                              "in_flight": in_flight, "dialect": ex.dialect, "stream": ex.stream})
 
@@ -83,6 +85,7 @@ class Recorder:
             self.log.write(entry)
         if self.metrics is not None:
             self.metrics.observe(entry)
+            self.metrics.in_flight.set(in_flight)
         event = {**entry, "type": "complete", "in_flight": in_flight, "worker": self.worker, "system": _clip(entry["system"]),
                  "response": _clip(entry["response"]),
                  "messages": [{**m, "content": _clip(m["content"])} for m in entry["messages"][-3:]]}
