@@ -20,6 +20,7 @@ SPEEDUPS = {
     # one source for both: _decode_c.py is a link to _decode_py.py (Cython pure-Python mode)
     "fastroute._speedups._decode_c": "fastroute/_speedups/_decode_c.py",
     "fastroute._speedups._rules_c": "fastroute/_speedups/_rules_c.pyx",
+    "fastroute._speedups._keywords_c": "fastroute/_speedups/_keywords_c.pyx",
 }
 
 

@@ -63,7 +63,8 @@ args_text = _decode.args_text
 
 def implementation() -> str:
     """``"compiled"`` when the Cython speedups are live, else ``"python"``."""
-    return "compiled" if SSEDecoderC is not None and decode_c is not None and RuleScannerC is not None else "python"
+    compiled = (SSEDecoderC, decode_c, RuleScannerC, KeywordMatcherC)
+    return "compiled" if all(part is not None for part in compiled) else "python"
 
 
 __all__ = [
