@@ -152,6 +152,9 @@ class Pipeline:
                                                plugins, ctx)
             return answer
         except RequestError as err:
+            if ctx is not None and plugins:  # on_end sees every request that reached it, failed ones too
+                ctx.error = err.message
+                await self._hooks("on_end", plugins, ctx)
             return self.fail(ex, dialect, err)
         except PluginFailed as exc:
             log.error("plugin %r failed in %s: %s", exc.plugin, exc.hook, exc.cause)
@@ -313,7 +316,7 @@ class Pipeline:
     def fail(self, ex: Exchange, dialect: ModuleType, err: RequestError) -> Answer:
         ex.status, ex.error = err.http_status, err.message
         self.finish(ex)
-        return Answer(err.http_status, dialect.error_body(err), [(b"x-request-id", ex.id.encode())])
+        return Answer(err.http_status, dialect.error_body(err), self._headers(ex))
 
     def finish(self, ex: Exchange) -> None:
         """The one exit of every exchange."""
@@ -413,6 +416,7 @@ class Pipeline:
             if ctx is None:
                 ex.response_tags = run_all(self.response_classifiers, ex.response_text)
             else:
+                ctx.error = ex.error
                 await self._after(ex, response, plugins, ctx)
         except Exception:  # never let accounting break a finished stream
             log.exception("post-stream hooks failed for %s", ex.id)

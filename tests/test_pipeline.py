@@ -301,6 +301,24 @@ def test_client_errors_are_not_failed_over(piped: FastrouteProcess, fresh_stub: 
 def test_when_everything_fails_the_last_error_is_answered(piped: FastrouteProcess) -> None:
     resp = chat(piped, {"model": "all-fail", "messages": USER})
     assert resp.status_code == 504 and "provider 'impatient' timed out" in resp.json()["error"]["message"]
+    # an error answer says who failed, like any other
+    assert resp.headers["x-router-provider"] == "impatient" and resp.headers["x-router-model"] == "stub-hang"
+    assert resp.headers["x-router-attempts"] == "2"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_on_end_runs_for_failed_requests_too(piped: FastrouteProcess, tmp_path: Path, stream: bool) -> None:
+    tally = tmp_path / "tally.txt"
+    plugins = [{"id": "tally", "path": str(tally)}]
+    ok = chat(piped, {"model": "gpt-x", "messages": USER, "stream": stream, "plugins": plugins})
+    # fails over to stub-model: a success
+    failed_over = chat(piped, {"model": "failover-500", "messages": USER, "stream": stream, "plugins": plugins})
+    broken = chat(piped, {"model": "breaker-x", "messages": USER, "stream": stream, "plugins": plugins})
+    assert ok.status_code == failed_over.status_code == 200
+    assert broken.status_code == 502 and broken.headers["x-router-provider"] == "breaker-box"
+    lines = tally.read_text().splitlines()
+    assert lines[:2] == ["ok|stub: hello big world"] * 2
+    assert len(lines) == 3 and lines[2].startswith("provider 'breaker-box'") and "500" in lines[2], lines
 
 
 def test_breaker_opens_after_consecutive_failures(stub: StubUpstream, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ provider: the plugin's ``ctx.response`` is the answer and no provider is
 called).  An error in ``on_start`` or ``pre_request`` fails the request with a
 500 naming the plugin; in ``post_response`` or ``on_end`` it is logged and the
 request goes on.  For streams, ``post_response`` sees the assembled answer after
-the stream, when it can no longer be changed.
+the stream, when it can no longer be changed.  ``on_end`` runs for every request
+that got past ``on_start``, failed ones too, with ``ctx.error`` saying why.
 
 Enabled by ``[plugins.<id>] enabled = true`` or per request with
 ``"plugins": [{"id": ..., ...settings}]`` in the body (removed before
@@ -47,6 +48,8 @@ class PluginContext:
     forced_provider: str | None = None
     #: shared scratch space between a plugin's hooks for one request
     state: dict[str, Any] = field(default_factory=dict)
+    #: set when the request ends in an error (``on_end`` still runs; ``response`` may be None)
+    error: str | None = None
 
 
 class Plugin:

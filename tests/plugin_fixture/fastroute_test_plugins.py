@@ -41,3 +41,14 @@ class Broken(Plugin):
 
     async def pre_request(self, ctx: PluginContext) -> Any:
         raise RuntimeError("this plugin always fails")
+
+
+class Tally(Plugin):
+    """Writes one line per finished request to the file named in its settings: how it ended."""
+
+    id = "tally"
+
+    async def on_end(self, ctx: PluginContext) -> None:
+        answer = ctx.response.text() if ctx.response is not None else ""
+        with open(ctx.settings["path"], "a", encoding="utf-8") as out:
+            out.write(f"{ctx.error or 'ok'}|{answer}\n")
