@@ -173,6 +173,23 @@ async def ollama_chat(stub: Any, request: web.Request, body: dict[str, Any]) -> 
     return resp
 
 
+# the models the stub's Ollama side lists: name -> (family, what /api/show reports it can do)
+OLLAMA_MODELS = {
+    "stub-llama:latest": ("llama", ["completion", "tools"]),
+    "stub-llava:7b": ("llama", ["completion", "vision"]),
+    "qwen2.5-coder:7b": ("qwen2", ["completion", "tools"]),  # coding: inferred from the name
+}
+
+
 async def ollama_tags(stub: Any, request: web.Request) -> web.Response:
-    return web.json_response({"models": [{"name": "stub-llama:latest", "model": "stub-llama:latest", "size": 1,
-                                          "details": {"family": "llama", "parameter_size": "8B"}}]})
+    return web.json_response({"models": [
+        {"name": name, "model": name, "size": 1, "details": {"family": family, "parameter_size": "8B"}}
+        for name, (family, _) in OLLAMA_MODELS.items()]})
+
+
+async def ollama_show(stub: Any, request: web.Request) -> web.Response:
+    body = await request.json()
+    if body.get("model") not in OLLAMA_MODELS:
+        return web.json_response({"error": "model not found"}, status=404)
+    family, capabilities = OLLAMA_MODELS[body["model"]]
+    return web.json_response({"capabilities": capabilities, "details": {"family": family}})

@@ -122,10 +122,7 @@ class StubUpstream:
     # handlers -------------------------------------------------------------
 
     async def _show(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("model") != "stub-llama:latest":
-            return web.json_response({"error": "model not found"}, status=404)
-        return web.json_response({"capabilities": ["completion", "tools"], "details": {"family": "llama"}})
+        return await stub_dialects.ollama_show(self, request)
 
     async def _tags(self, request: web.Request) -> web.Response:
         self.tag_calls += 1

@@ -240,6 +240,25 @@ def test_discovered_models_route_and_list(piped: FastrouteProcess) -> None:
     assert chat(piped, {"model": "gpt-x", "messages": USER}).status_code == 200
 
 
+def test_discovered_capabilities_decide_and_show(piped: FastrouteProcess) -> None:
+    local = ollama.Client(host=piped.url)
+    assert local.show("stub-llava:7b").capabilities == ["completion", "vision"]  # from the server's /api/show
+    assert local.show("qwen2.5-coder:7b").capabilities == ["completion", "coding", "tools"]  # coding: the name
+    assert local.show("stub-llama:latest").capabilities == ["completion", "tools"]
+    listed = {m["id"]: m for m in httpx.get(f"{piped.url}/v1/models").json()["data"]}
+    assert listed["stub-llava:7b"]["capabilities"] == ["vision"] and listed["stub-llava:7b"]["owned_by"] == "local"
+    assert listed["qwen2.5-coder:7b"]["capabilities"] == ["coding", "tools"]
+    image = [{"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": {
+        "url": f"data:image/png;base64,{PIXEL}"}}]}]
+    # a model that cannot see is passed over for a picture; one that can takes it
+    blind = httpx.post(f"{piped.url}/v1/route", json={"model": "stub-llama:latest", "messages": image}).json()
+    discover = next(r for r in blind["rules"] if r["type"] == "discover" and "local" in r["rule"])
+    assert not discover["matched"] and "vision" in discover["reason"], discover
+    assert blind["route"]["provider"] == "stub-vision"
+    resp = chat(piped, {"model": "stub-llava:7b", "messages": image})
+    assert resp.status_code == 200 and resp.headers["x-router-provider"] == "local"
+
+
 def test_discovery_refreshes_in_the_background(piped: FastrouteProcess, fresh_stub: StubUpstream) -> None:
     before = fresh_stub.tag_calls
     assert fresh_stub.wait_for(lambda: fresh_stub.tag_calls >= before + 2, timeout=5)

@@ -201,8 +201,14 @@ class Handlers:
             self.check_key(request)
         except RequestError as err:
             return error_response(err)
-        data = [{"id": model, "object": "model", "created": 0, "owned_by": name}
-                for name, provider in self.pipeline.providers.items() for model in provider.models()]
+        data = []
+        for name, provider in self.pipeline.providers.items():
+            for model in provider.models():
+                entry = {"id": model, "object": "model", "created": 0, "owned_by": name}
+                caps = provider.capabilities(model)
+                if caps is not None:  # declared or discovered: vision, tools, coding
+                    entry["capabilities"] = sorted(caps)
+                data.append(entry)
         return _json(200, {"object": "list", "data": data})
 
     async def explain_route(self, request: Request) -> Response:
@@ -261,10 +267,13 @@ class Handlers:
         except RequestError as err:
             status = 404 if err.code == "model_not_found" else err.http_status
             return Response(status, None, Content(b"application/json", ollama_dialect.error_body(err)))
+        caps = self.pipeline.providers[route.provider].capabilities(route.model)
+        # what discovery or the config says; when nobody said, what routing assumes of a chat model
+        capabilities = ["completion", *sorted(caps)] if caps is not None else ["completion", "tools"]
         return _json(200, {"modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
                            "details": {"format": "", "family": route.provider, "parameter_size": "",
                                        "quantization_level": ""},
-                           "model_info": {}, "capabilities": ["completion", "tools"],
+                           "model_info": {}, "capabilities": capabilities,
                            "modified_at": "1970-01-01T00:00:00Z"})
 
     async def ollama_version(self, request: Request) -> Response:
