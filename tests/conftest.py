@@ -67,7 +67,7 @@ class FastrouteProcess:
             if self.proc.poll() is not None:
                 self._reader.join(5)
                 raise RuntimeError(f"fastroute exited with {self.proc.returncode}:\n{self.output}")
-            # ready: every worker has started (a signal to a booting worker is lost) and /health answers
+            # ready: every worker has started and /health answers
             if self.output.count("Started worker-") >= self.workers:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:

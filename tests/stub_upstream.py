@@ -11,6 +11,7 @@ fastroute, which forwards the body):
     stub-cut              streams two chunks, then drops the connection mid-event
     stub-slow             streams a chunk every 50 ms for a minute (client disconnect tests)
     stub-paced            streams ten chunks 100 ms apart, then ends properly (shutdown tests)
+    stub-paced-long       the same with sixty chunks: six seconds
     stub-garbage          HTTP 200 with a body that is not JSON
     stub-nousage          streams without a usage chunk even when asked
 
@@ -206,10 +207,11 @@ class StubUpstream:
                 for i in range(1200):
                     await resp.write(_chunk(model, {"content": f"tick{i} "}))
                     await asyncio.sleep(0.05)
-            if model == "stub-paced":
-                words = [f"part{i}" for i in range(10)]
+            paced = model.startswith("stub-paced")
+            if paced:
+                words = [f"part{i}" for i in range(60 if model == "stub-paced-long" else 10)]
             for i, word in enumerate(words):
-                if model == "stub-paced":
+                if paced:
                     await asyncio.sleep(0.1)
                 await resp.write(_chunk(model, {"content": word if i == 0 else " " + word}))
                 if model == "stub-cut" and i == 1:

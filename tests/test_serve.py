@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
-from tests.conftest import PROVIDER_KEY, FastrouteProcess, start_router, stub_config
+from tests.conftest import PROVIDER_KEY, FastrouteProcess, free_port, start_router, stub_config
 from tests.stub_upstream import StubUpstream
 
 NO_KEYS = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
@@ -79,13 +84,15 @@ def test_server_key_env_unset_refuses_to_start(tmp_path: Path) -> None:
         assert "server.api_key_env: $FR_TEST_SERVER_KEY_UNSET is not set" in str(exc)
 
 
-def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, stub: StubUpstream) -> None:
+# the long one outlasts the workers' repeated stop signals (runner.RESIGNAL_S): a repeat is the same stop
+@pytest.mark.parametrize(("model", "last"), [("stub-paced", b"part9"), ("stub-paced-long", b"part59")])
+def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, stub: StubUpstream, model: str, last: bytes) -> None:
     proc = start_router(tmp_path, stub)
     received: list[bytes] = []
 
     def consume() -> None:
         with httpx.stream("POST", f"{proc.url}/v1/chat/completions", timeout=30,
-                          json={"model": "stub-paced", "stream": True,
+                          json={"model": model, "stream": True,
                                 "messages": [{"role": "user", "content": "x"}]}) as resp:
             for chunk in resp.iter_raw():
                 received.append(chunk)
@@ -96,8 +103,32 @@ def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, stub: StubUpstrea
     while not received and time.monotonic() < deadline:
         time.sleep(0.01)
     assert received, "the stream did not start"
-    code = proc.stop()  # SIGTERM while the stream is ~100 ms into its ~1 s
-    reader.join(10)
+    code = proc.stop()  # SIGTERM while the stream is ~100 ms into its 1 s or 6 s
+    reader.join(20)
     body = b"".join(received)
-    assert b"part9" in body and body.endswith(b"data: [DONE]\n\n")
+    assert last in body and body.endswith(b"data: [DONE]\n\n")
     assert code == 0
+
+
+def test_sigterm_while_workers_boot_stops_them_at_once(tmp_path: Path) -> None:
+    # Workers are forked with the main process's signal handler; until Granian installs theirs,
+    # a SIGTERM (Ctrl-C reaches the whole process group) used to be swallowed, and the stop
+    # waited for the kill timeout, then killed them.
+    conf = tmp_path / "boot.toml"
+    conf.write_text('[server]\nshutdown_grace_s = 5\n\n[[providers]]\nname = "echo"\nformat = "echo"\n\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "fastroute", "serve", str(conf), "--workers", "2",
+                             "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # the moment both workers are spawned, they are still booting
+        lines.append(line)
+        if "Spawning worker-2" in line:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)  # as Ctrl-C does: every process of the group
+    rest, _ = proc.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert "refused to gracefully stop" not in output and "Killing worker" not in output, output
+    assert "Granian shutdown completed" in output
