@@ -164,3 +164,55 @@ provider = "echo"
     finally:
         browser.close()
         proc.stop()
+
+
+def test_dashboard_asks_for_the_server_key(tmp_path: Path) -> None:
+    _need_browser()
+    conf = tmp_path / "k.toml"
+    conf.write_text('[server]\ndashboard = true\napi_key_env = "FR_TEST_SERVER_KEY"\n'
+                    '[[providers]]\nname = "echo"\nformat = "echo"\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
+    proc = FastrouteProcess([str(conf)], env={"FR_TEST_SERVER_KEY": "let-me-in"}).start()
+    browser = Browser()
+
+    def send(content: str) -> None:
+        resp = httpx.post(f"{proc.url}/v1/chat/completions", timeout=30, headers={"authorization": "Bearer let-me-in"},
+                          json={"model": "echo", "messages": [{"role": "user", "content": content}]})
+        assert resp.status_code == 200
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(browser.page_ws(), max_msg_size=0) as ws:
+                page = Page(ws)
+                await page.call("Page.enable")
+                await asyncio.to_thread(send, "before the page")
+                await page.call("Page.navigate", url=f"{proc.url}/dashboard")
+                # no key: the page says so and offers a form, and shows nothing of the feed
+                await page.until("document.getElementById('conn').textContent === 'this server needs its API key'")
+                assert await page.js("getComputedStyle(document.getElementById('keyform')).display") == "flex"
+                assert await page.js("document.querySelectorAll('#requests tbody tr').length") == 0
+                # a wrong key is refused, and said so
+                await page.js("document.getElementById('key').value = 'nope';"
+                              "document.getElementById('keyform').requestSubmit()")
+                await page.until("document.getElementById('conn').textContent === 'wrong key'")
+                # the right one: live, with the history, then new requests
+                await page.js("document.getElementById('key').value = 'let-me-in';"
+                              "document.getElementById('keyform').requestSubmit()")
+                await page.until("document.getElementById('conn').textContent === 'live'")
+                assert await page.js("getComputedStyle(document.getElementById('keyform')).display") == "none"
+                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 1")
+                await asyncio.to_thread(send, "after the key")
+                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 2")
+                # the key can come in the fragment, which no server sees; the page then drops it from the address
+                await page.js("sessionStorage.clear()")  # forget the typed key first
+                await page.call("Page.navigate", url="about:blank")
+                await page.call("Page.navigate", url=f"{proc.url}/dashboard#key=let-me-in")
+                await page.until("document.getElementById('conn').textContent === 'live'")
+                assert await page.js("location.hash") == ""
+                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 2")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        browser.close()
+        proc.stop()
