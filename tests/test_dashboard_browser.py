@@ -94,6 +94,28 @@ class Page:
         raise AssertionError(f"never true in the page: {expression}")
 
 
+def drive(proc: FastrouteProcess, steps: Any) -> None:
+    """Run ``steps(page)`` in a fresh headless chromium, then stop the browser and fastroute."""
+    try:
+        browser = Browser()
+    except BaseException:
+        proc.stop()
+        raise
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(browser.page_ws(), max_msg_size=0) as ws:
+                page = Page(ws)
+                await page.call("Page.enable")
+                await steps(page)
+
+    try:
+        asyncio.run(run())
+    finally:
+        browser.close()
+        proc.stop()
+
+
 def test_dashboard_shows_requests_live(stub: StubUpstream, tmp_path: Path) -> None:
     _need_browser()
     conf = tmp_path / "c.toml"
@@ -118,52 +140,43 @@ model_prefix = ""
 provider = "echo"
 """)
     proc = FastrouteProcess([str(conf)], env={"FASTROUTE_TEST_PROVIDER_KEY": PROVIDER_KEY}).start()
-    browser = Browser()
 
     def send(model: str, stream: bool = False) -> None:
         httpx.post(f"{proc.url}/v1/chat/completions", timeout=30,
                    json={"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi there"}]})
 
-    async def scenario() -> None:
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(browser.page_ws(), max_msg_size=0) as ws:
-                page = Page(ws)
-                await page.call("Page.enable")
-                await page.call("Page.navigate", url=f"{proc.url}/dashboard")
-                await page.until("document.getElementById('conn').textContent === 'live'")
-                assert await page.js("document.querySelectorAll('#requests tbody tr').length") == 0
-                # a slow stream is visibly in flight, then done
-                slow = threading.Thread(target=send, args=("stub-paced", True))
-                slow.start()
-                await page.until("[...document.querySelectorAll('#requests tbody tr.running')].length === 1")
-                slow.join()
-                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 1")
-                for _ in range(3):
-                    await asyncio.to_thread(send, "echo")
-                await asyncio.to_thread(send, "stub-error-500")
-                await page.until("document.querySelectorAll('#requests tbody tr').length === 5")
-                assert await page.js("document.querySelectorAll('#requests tbody tr.error').length") == 1
-                route = await page.js("document.querySelector('#requests tbody tr td.route').textContent")
-                assert "→" in route
-                echo = await page.until(
-                    "(() => { const r = document.querySelector('#stats tr[data-key=\"echo / echo\"]');"
-                    " return r && [...r.children].map(td => td.textContent); })()")
-                assert echo[1] == "3" and echo[2] == "0" and float(echo[3]) >= 0 and float(echo[7]) > 0
-                stub_row = await page.js(
-                    "[...document.querySelector('#stats tr[data-key=\"stub / stub-error-500\"]').children]"
-                    ".map(td => td.textContent)")
-                assert stub_row[1] == "1" and stub_row[2] == "1"
-                summary = await page.js("document.getElementById('summary').textContent")
-                assert summary == "5 requests, 1 errors"
-                # a new viewer sees the recent history, not an empty page
-                await page.call("Page.reload")
-                await page.until("document.querySelectorAll('#requests tbody tr').length === 5")
+    async def scenario(page: Page) -> None:
+        await page.call("Page.navigate", url=f"{proc.url}/dashboard")
+        await page.until("document.getElementById('conn').textContent === 'live'")
+        assert await page.js("document.querySelectorAll('#requests tbody tr').length") == 0
+        # a slow stream is visibly in flight, then done
+        slow = threading.Thread(target=send, args=("stub-paced", True))
+        slow.start()
+        await page.until("[...document.querySelectorAll('#requests tbody tr.running')].length === 1")
+        slow.join()
+        await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 1")
+        for _ in range(3):
+            await asyncio.to_thread(send, "echo")
+        await asyncio.to_thread(send, "stub-error-500")
+        await page.until("document.querySelectorAll('#requests tbody tr').length === 5")
+        assert await page.js("document.querySelectorAll('#requests tbody tr.error').length") == 1
+        route = await page.js("document.querySelector('#requests tbody tr td.route').textContent")
+        assert "→" in route
+        echo = await page.until(
+            "(() => { const r = document.querySelector('#stats tr[data-key=\"echo / echo\"]');"
+            " return r && [...r.children].map(td => td.textContent); })()")
+        assert echo[1] == "3" and echo[2] == "0" and float(echo[3]) >= 0 and float(echo[7]) > 0
+        stub_row = await page.js(
+            "[...document.querySelector('#stats tr[data-key=\"stub / stub-error-500\"]').children]"
+            ".map(td => td.textContent)")
+        assert stub_row[1] == "1" and stub_row[2] == "1"
+        summary = await page.js("document.getElementById('summary').textContent")
+        assert summary == "5 requests, 1 errors"
+        # a new viewer sees the recent history, not an empty page
+        await page.call("Page.reload")
+        await page.until("document.querySelectorAll('#requests tbody tr').length === 5")
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        browser.close()
-        proc.stop()
+    drive(proc, scenario)
 
 
 def test_dashboard_asks_for_the_server_key(tmp_path: Path) -> None:
@@ -173,46 +186,37 @@ def test_dashboard_asks_for_the_server_key(tmp_path: Path) -> None:
                     '[[providers]]\nname = "echo"\nformat = "echo"\n'
                     '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
     proc = FastrouteProcess([str(conf)], env={"FR_TEST_SERVER_KEY": "let-me-in"}).start()
-    browser = Browser()
 
     def send(content: str) -> None:
         resp = httpx.post(f"{proc.url}/v1/chat/completions", timeout=30, headers={"authorization": "Bearer let-me-in"},
                           json={"model": "echo", "messages": [{"role": "user", "content": content}]})
         assert resp.status_code == 200
 
-    async def scenario() -> None:
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(browser.page_ws(), max_msg_size=0) as ws:
-                page = Page(ws)
-                await page.call("Page.enable")
-                await asyncio.to_thread(send, "before the page")
-                await page.call("Page.navigate", url=f"{proc.url}/dashboard")
-                # no key: the page says so and offers a form, and shows nothing of the feed
-                await page.until("document.getElementById('conn').textContent === 'this server needs its API key'")
-                assert await page.js("getComputedStyle(document.getElementById('keyform')).display") == "flex"
-                assert await page.js("document.querySelectorAll('#requests tbody tr').length") == 0
-                # a wrong key is refused, and said so
-                await page.js("document.getElementById('key').value = 'nope';"
-                              "document.getElementById('keyform').requestSubmit()")
-                await page.until("document.getElementById('conn').textContent === 'wrong key'")
-                # the right one: live, with the history, then new requests
-                await page.js("document.getElementById('key').value = 'let-me-in';"
-                              "document.getElementById('keyform').requestSubmit()")
-                await page.until("document.getElementById('conn').textContent === 'live'")
-                assert await page.js("getComputedStyle(document.getElementById('keyform')).display") == "none"
-                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 1")
-                await asyncio.to_thread(send, "after the key")
-                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 2")
-                # the key can come in the fragment, which no server sees; the page then drops it from the address
-                await page.js("sessionStorage.clear()")  # forget the typed key first
-                await page.call("Page.navigate", url="about:blank")
-                await page.call("Page.navigate", url=f"{proc.url}/dashboard#key=let-me-in")
-                await page.until("document.getElementById('conn').textContent === 'live'")
-                assert await page.js("location.hash") == ""
-                await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 2")
+    async def scenario(page: Page) -> None:
+        await asyncio.to_thread(send, "before the page")
+        await page.call("Page.navigate", url=f"{proc.url}/dashboard")
+        # no key: the page says so and offers a form, and shows nothing of the feed
+        await page.until("document.getElementById('conn').textContent === 'this server needs its API key'")
+        assert await page.js("getComputedStyle(document.getElementById('keyform')).display") == "flex"
+        assert await page.js("document.querySelectorAll('#requests tbody tr').length") == 0
+        # a wrong key is refused, and said so
+        await page.js("document.getElementById('key').value = 'nope';"
+                      "document.getElementById('keyform').requestSubmit()")
+        await page.until("document.getElementById('conn').textContent === 'wrong key'")
+        # the right one: live, with the history, then new requests
+        await page.js("document.getElementById('key').value = 'let-me-in';"
+                      "document.getElementById('keyform').requestSubmit()")
+        await page.until("document.getElementById('conn').textContent === 'live'")
+        assert await page.js("getComputedStyle(document.getElementById('keyform')).display") == "none"
+        await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 1")
+        await asyncio.to_thread(send, "after the key")
+        await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 2")
+        # the key can come in the fragment, which no server sees; the page then drops it from the address
+        await page.js("sessionStorage.clear()")  # forget the typed key first
+        await page.call("Page.navigate", url="about:blank")
+        await page.call("Page.navigate", url=f"{proc.url}/dashboard#key=let-me-in")
+        await page.until("document.getElementById('conn').textContent === 'live'")
+        assert await page.js("location.hash") == ""
+        await page.until("document.querySelectorAll('#requests tbody tr.ok').length === 2")
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        browser.close()
-        proc.stop()
+    drive(proc, scenario)
