@@ -147,3 +147,33 @@ def test_watch_line_format() -> None:
                          "status": 502, "duration_ms": 10.0, "error": "provider 'p' failed",
                          "attempts": [{}, {}]}, colour=True)
     assert "\033[31m✗" in line and "after 2 attempts" in line and "provider 'p' failed" in line
+
+
+def test_a_server_that_wants_a_key(tmp_path: Path) -> None:
+    conf = tmp_path / "k.toml"
+    conf.write_text(CONFIG.replace("dashboard = true", 'dashboard = true\napi_key_env = "FR_TEST_SERVER_KEY"'))
+    proc = FastrouteProcess([str(conf)], env={"FR_TEST_SERVER_KEY": "let-me-in"}).start()
+    try:
+        def watch(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "fastroute", "watch", proc.url, "--count", "1", *extra],
+                                  capture_output=True, text=True, cwd=ROOT, timeout=30,
+                                  env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+
+        # retrying cannot help: watch says why and stops, instead of retrying forever
+        missing = watch()
+        assert missing.returncode == 2 and "requires its API key: pass --api-key" in missing.stderr
+        wrong = watch("--api-key", "nope")
+        assert wrong.returncode == 2 and "refused the API key (HTTP 401)" in wrong.stderr
+        assert "nope" not in wrong.stderr + wrong.stdout
+
+        async def scenario() -> None:
+            app = MonitorApp(proc.url)  # no key: the status line says so, the app stays up
+            async with app.run_test(size=(140, 40)) as pilot:
+                await wait_until(pilot, lambda: "requires its API key" in app.status_text)
+            keyed = MonitorApp(proc.url, api_key="let-me-in")
+            async with keyed.run_test(size=(140, 40)) as pilot:
+                await wait_until(pilot, lambda: "connected" in keyed.status_text)
+
+        asyncio.run(scenario())
+    finally:
+        proc.stop()

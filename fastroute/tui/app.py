@@ -22,7 +22,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from fastroute._speedups import SSEDecoder
-from fastroute.tui.feed import events
+from fastroute.tui.feed import FeedRefused, events
 from fastroute.tui.watch import format_event
 
 
@@ -115,8 +115,11 @@ class MonitorApp(App[None]):
 
     @work(exclusive=True, group="feed")
     async def follow(self) -> None:
-        async for ev in events(self.url, self.api_key, self.set_status):
-            self.show_event(ev)
+        try:
+            async for ev in events(self.url, self.api_key, self.set_status):
+                self.show_event(ev)
+        except FeedRefused as exc:  # retrying would not help: say why, and stay open for the chat
+            self.set_status(str(exc))
 
     def show_event(self, ev: dict[str, Any]) -> None:
         line = format_event(ev, colour=False)

@@ -11,9 +11,27 @@ import orjson
 from fastroute._speedups import SSEDecoder
 
 
+class FeedRefused(Exception):
+    """The server answered, and trying again will not help: a missing or wrong key, or no feed there."""
+
+
+def refusal(url: str, status: int, api_key: str | None) -> str | None:
+    """Why ``url``'s answer ``status`` is final, or None when it is worth trying again."""
+    if status in (401, 403):
+        if api_key:
+            return f"{url} refused the API key (HTTP {status})"
+        return f"{url} requires its API key: pass --api-key or set $FASTROUTE_API_KEY"
+    if status == 404:
+        return f"{url} has no event feed at /dashboard/events (is it a fastroute server?)"
+    return None
+
+
 async def events(url: str, api_key: str | None = None, on_status: Callable[[str], None] | None = None,
                  retry_s: float = 1.0, stop_after: int | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Yield every event from ``url`` forever; on a lost connection, say so and try again."""
+    """Yield every event from ``url`` forever; on a lost connection, say so and try again.
+
+    Raises :class:`FeedRefused` when the server's answer will not change by retrying.
+    """
     import asyncio
 
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -25,8 +43,12 @@ async def events(url: str, api_key: str | None = None, on_status: Callable[[str]
             try:
                 async with client.stream("GET", url.rstrip("/") + "/dashboard/events", headers=headers) as resp:
                     if resp.status_code != 200:
-                        status(f"{url} answered HTTP {resp.status_code}; retrying")
-                        raise httpx.HTTPError(f"HTTP {resp.status_code}")
+                        final = refusal(url, resp.status_code, api_key)
+                        if final is not None:
+                            raise FeedRefused(final)
+                        status(f"{url} answered HTTP {resp.status_code}; retrying every {retry_s:g} s")
+                        await asyncio.sleep(retry_s)
+                        continue
                     status(f"connected to {url}" if not connected_once else f"reconnected to {url}")
                     connected_once = True
                     decoder = SSEDecoder()

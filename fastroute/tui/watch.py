@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from fastroute.tui.feed import events
+from fastroute.tui.feed import FeedRefused, events
 
 _COLOURS = {"dim": "\033[2m", "green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "cyan": "\033[36m",
             "bold": "\033[1m", "reset": "\033[0m"}
@@ -68,6 +68,9 @@ async def watch(url: str, raw_json: bool, out: TextIO, api_key: str | None, coun
 def run(url: str, raw_json: bool, api_key: str | None, count: int | None = None) -> int:
     try:
         asyncio.run(watch(url, raw_json, sys.stdout, api_key, count))
+    except FeedRefused as exc:
+        print(f"fastroute watch: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0
