@@ -147,7 +147,7 @@ def test_dashboard_page_is_self_contained(recorded: tuple[FastrouteProcess, Path
     proc, _ = recorded
     page = httpx.get(f"{proc.url}/dashboard")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "EventSource(\"/dashboard/events\")" in page.text
+    assert "fetch(\"/dashboard/events\"" in page.text  # the feed, same origin
     for outside in ("http://", "https://", "//cdn"):
         assert outside not in page.text.replace('"http://127', "")  # no CDN, works offline
 
