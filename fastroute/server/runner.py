@@ -46,6 +46,7 @@ class StopGuard:
     def __init__(self, marker: str) -> None:
         self.marker = marker
         self.serving = threading.Event()   # the app has started (Granian's handler is in place by then)
+        self.watching = threading.Event()  # Granian's worker took its handlers from our wrapper
         self.seen = threading.Event()      # Granian's worker handler got a stop signal
 
     def install(self) -> bool:
@@ -57,10 +58,11 @@ class StopGuard:
         original = getattr(_signals, "set_loop_signals", None)
         if original is None:
             return False
-        seen = self.seen
+        seen, watching = self.seen, self.watching
 
         def set_loop_signals(loop: Any) -> Any:
             event = original(loop)  # Granian's handlers, and the event its server stops on
+            watching.set()
 
             def handler(signum: int, frame: Any) -> None:  # what Granian's does, noted
                 seen.set()
@@ -78,6 +80,8 @@ class StopGuard:
         while not (_early_signal.wait(0.25) or os.path.exists(self.marker)):
             pass
         self.serving.wait()
+        if not self.watching.is_set():
+            return  # this Granian set its handlers some other way: we cannot tell if it saw the signal
         time.sleep(SERVE_SETTLE_S)
         while not self.seen.is_set():
             os.kill(os.getpid(), signal.SIGTERM)
