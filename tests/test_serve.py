@@ -132,3 +132,31 @@ def test_sigterm_while_workers_boot_stops_them_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     assert "refused to gracefully stop" not in output and "Killing worker" not in output, output
     assert "Granian shutdown completed" in output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_open_event_feeds_do_not_hold_up_a_stop(tmp_path: Path, workers: int) -> None:
+    # The dashboard's and the TUI's feeds never end by themselves: when the server stops they must be
+    # ended, or the graceful stop waits for them until the kill timeout.
+    conf = tmp_path / "feeds.toml"
+    conf.write_text('[server]\nshutdown_grace_s = 10\n\n[[providers]]\nname = "echo"\nformat = "echo"\n\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
+    proc = FastrouteProcess([str(conf), "--workers", str(workers)], workers=workers).start()
+    ended: list[bool] = []
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{proc.url}/dashboard/events", timeout=60) as resp:
+            for _ in resp.iter_raw():
+                pass
+        ended.append(True)  # a clean end of the stream, not an error
+
+    readers = [threading.Thread(target=follow) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    time.sleep(1.0)  # the feeds are open
+    code = proc.stop()
+    for reader in readers:
+        reader.join(15)
+    assert code == 0, proc.output
+    assert "Killing worker" not in proc.output, proc.output
+    assert ended == [True, True, True]

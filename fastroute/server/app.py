@@ -27,7 +27,7 @@ from fastroute.recording.metrics import Metrics
 from fastroute.recording.recorder import Recorder
 from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
-from fastroute.server.runner import ENV_STOPPING
+from fastroute.server.stopping import StopWatch
 from fastroute.providers import build_providers
 from fastroute.providers.transport import make_client
 from fastroute.pipeline import request_needs
@@ -302,8 +302,11 @@ def _route(method: Callable[[Request], Awaitable[Response]]) -> Callable[[Reques
     return handler
 
 
-def build_app(config: Config) -> Application:
-    """The application for one worker.  Sockets and clients open on startup, not here."""
+def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
+    """The application for one worker.  Sockets and clients open on startup, not here.
+
+    ``stop_watch`` (from the runner) says when the server starts stopping: the event
+    feeds end then, so the graceful stop waits only for real requests."""
     server_key = None
     if config.server.api_key_env:
         server_key = os.environ.get(config.server.api_key_env)
@@ -340,25 +343,15 @@ def build_app(config: Config) -> Application:
     app.router.add_get("/v1/models", _route(handlers.models))
     app.router.fallback = _route(handlers.not_found)
 
-    watcher: list[asyncio.Task[None]] = []
-
-    async def watch_for_stop() -> None:
-        marker = os.environ.get(ENV_STOPPING)
-        while marker:
-            if os.path.exists(marker):
-                bus.close_all()  # endless feeds end, so the graceful stop waits only for real requests
-                return
-            await asyncio.sleep(0.2)
+    if stop_watch is not None:
+        stop_watch.callbacks.append(bus.close_all)
 
     async def on_start(application: Application) -> None:
         if relay is not None:
             relay.start()
-        watcher.append(asyncio.create_task(watch_for_stop()))
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
-        for task in watcher:
-            task.cancel()
         bus.close_all()
         await discovery.stop()
         await client.aclose()
