@@ -67,6 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fastroute import _speedups
+    from fastroute.config import require_env
     from fastroute.server.runner import loop_name, serve
 
     path = args.config_flag or args.config
@@ -77,10 +78,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server[key] = value
     raw = {**raw, "server": server}
     config, usable, warnings, router = _prepare(raw, source)
+    require_env(config)  # here, once, rather than in every worker
     s = config.server
     print(f"fastroute {__version__} on {loop_name()}, speedups: {_speedups.implementation()}, "
           f"upstream client: {s.upstream_client}, workers: {s.workers}")
     print(f"config: {source}")
+    if config.events.redis_url:
+        from fastroute.recording.redis_relay import where
+
+        print(f"events: shared with other instances through {where(config.events.redis_url)}, "
+              f"channel {config.events.channel!r}")
     for line in found:
         print(f"  {line}")
     for w in warnings:

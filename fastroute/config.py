@@ -70,6 +70,18 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """The live event feed shared by several instances (machines) through Redis pub/sub."""
+
+    #: e.g. "redis://10.0.0.5:6379/0"; none: the feed is this machine's (its workers share it)
+    redis_url: str | None = None
+    #: the pub/sub channel every instance of one deployment uses
+    channel: str = "fastroute:events"
+    #: name of an env var holding the Redis password (kept out of the URL, so out of any output)
+    redis_password_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     """Accepted for compatibility with opensourcellmrouter files; not exported yet."""
 
@@ -212,6 +224,7 @@ class Config:
     telemetry: TelemetryConfig = TelemetryConfig()
     failover: FailoverConfig = FailoverConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    events: EventsConfig = EventsConfig()
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
     classifiers: dict[str, EntryConfig] = field(default_factory=dict)
@@ -223,6 +236,15 @@ class Config:
             if p.name == name:
                 return p
         return None
+
+
+def require_env(cfg: Config) -> None:
+    """Serving needs the env vars the config names for the server: a ConfigError for one that is unset."""
+    checks = (("server.api_key_env", cfg.server.api_key_env, "clients would be refused"),
+              ("events.redis_password_env", cfg.events.redis_password_env, "Redis would refuse the events"))
+    for path, name, why in checks:
+        if name and not os.environ.get(name):
+            raise ConfigError(cfg.source, path, f"${name} is not set; {why}")
 
 
 # ── loading ─────────────────────────────────────────────────────────────────
@@ -252,8 +274,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     v = _Validator(source)
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
-    known = {"server", "logging", "telemetry", "failover", "discovery", "providers", "routers", "classifiers",
-             "response_classifiers", "plugins"}
+    known = {"server", "logging", "telemetry", "failover", "discovery", "events", "providers", "routers",
+             "classifiers", "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
         source=source,
@@ -262,6 +284,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         telemetry=v.build(TelemetryConfig, data.get("telemetry", {}), "telemetry"),
         failover=v.build(FailoverConfig, data.get("failover", {}), "failover"),
         discovery=v.build(DiscoveryConfig, data.get("discovery", {}), "discovery"),
+        events=v.build(EventsConfig, data.get("events", {}), "events"),
         providers=tuple(v.build(ProviderConfig, p, f"providers[{i}]")
                         for i, p in enumerate(v.array(data.get("providers", []), "providers"))),
         routers=tuple(v.rule(r, f"routers[{i}]")
@@ -291,6 +314,15 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         v.fail("discovery.interval_s", f"must be positive, got {cfg.discovery.interval_s}")
     if s.max_body_bytes < 1024:
         v.fail("server.max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
+    e = cfg.events
+    if e.redis_url is not None:
+        scheme = e.redis_url.partition("://")[0]
+        if scheme not in ("redis", "rediss", "unix"):
+            v.fail("events.redis_url", "must be a redis://, rediss:// or unix:// URL")
+        elif "@" in e.redis_url.partition("://")[2].partition("/")[0]:
+            v.fail("events.redis_url", "must not hold a password: name an env var in events.redis_password_env")
+    if not e.channel:
+        v.fail("events.channel", "must not be empty")
     seen: set[str] = set()
     for i, p in enumerate(cfg.providers):
         path = f"providers[{i}]"

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 from blacksheep import Application, Content, Request, Response, StreamedContent
 
-from fastroute.config import Config
-from fastroute.errors import BadRequest, ConfigError, NotFound, PayloadTooLarge, RequestError, Unauthorized
+from fastroute.config import Config, require_env
+from fastroute.errors import BadRequest, NotFound, PayloadTooLarge, RequestError, Unauthorized
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
@@ -26,6 +26,7 @@ from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
 from fastroute.recording.recorder import Recorder
 from fastroute.recording.relay import ENV_DIR as RELAY_DIR
+from fastroute.recording.redis_relay import RedisRelay
 from fastroute.recording.relay import EventRelay
 from fastroute.server.stopping import StopWatch
 from fastroute.providers import build_providers
@@ -302,17 +303,25 @@ def _route(method: Callable[[Request], Awaitable[Response]]) -> Callable[[Reques
     return handler
 
 
+def event_relay(config: Config, bus: EventBus) -> EventRelay | RedisRelay | None:
+    """How this worker's events reach the other viewers: Redis when configured (any number of
+    instances), else the other workers on this machine (``--workers N``), else nobody."""
+    events = config.events
+    if events.redis_url:
+        password = os.environ.get(events.redis_password_env) if events.redis_password_env else None
+        return RedisRelay(bus, events.redis_url, events.channel, password)
+    if os.environ.get(RELAY_DIR):
+        return EventRelay(bus, os.environ[RELAY_DIR])
+    return None
+
+
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
     """The application for one worker.  Sockets and clients open on startup, not here.
 
     ``stop_watch`` (from the runner) says when the server starts stopping: the event
     feeds end then, so the graceful stop waits only for real requests."""
-    server_key = None
-    if config.server.api_key_env:
-        server_key = os.environ.get(config.server.api_key_env)
-        if not server_key:
-            raise ConfigError(config.source, "server.api_key_env",
-                              f"${config.server.api_key_env} is not set; clients would be refused")
+    require_env(config)
+    server_key = os.environ.get(config.server.api_key_env) if config.server.api_key_env else None
     client = make_client(config.server.upstream_client)
     providers = build_providers(config, client)
     health = Health(config.failover)
@@ -322,7 +331,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     recorder = Recorder(bus, metrics, request_log, {p.name: p.cost_per_1m_tokens for p in config.providers})
     pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder)
     discovery = Discovery(config, providers)
-    relay = EventRelay(bus, os.environ[RELAY_DIR]) if os.environ.get(RELAY_DIR) else None
+    relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, server_key, metrics)
 
     app = Application(show_error_details=False)
@@ -355,7 +364,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
         bus.close_all()
         await discovery.stop()
         await client.aclose()
-        if relay is not None:
+        if isinstance(relay, RedisRelay):
+            await relay.stop()
+        elif relay is not None:
             relay.stop()
         if request_log is not None:
             request_log.close()  # everything answered is in the log after a clean stop
