@@ -54,8 +54,14 @@ def _print_table(usable: Any, router: Any, out: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from fastroute.config import require_env
+
     raw, source, found = _load_raw(args.config)
-    _, usable, warnings, router = _prepare(raw, source)
+    config, usable, warnings, router = _prepare(raw, source)
+    try:
+        require_env(config)  # a variable set only where it is served: say so, it is not a config error
+    except ConfigError as exc:
+        warnings = [*warnings, f"{exc.path}: {exc.problem} (serve would refuse to start here)"]
     for line in found:
         print(f"  {line}")
     for w in warnings:

@@ -154,6 +154,12 @@ def test_an_unset_password_variable_refuses_to_start(tmp_path: Path) -> None:
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2
     assert "events.redis_password_env: $FR_TEST_REDIS_PASSWORD_UNSET is not set" in out.stderr
+    # check validates the file, and warns: the variable may be set only where it is served
+    checked = subprocess.run([sys.executable, "-m", "fastroute", "check", str(conf)], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert checked.returncode == 0 and f"{conf}: ok" in checked.stdout
+    assert ("warning: events.redis_password_env: $FR_TEST_REDIS_PASSWORD_UNSET is not set; Redis would refuse "
+            "the events (serve would refuse to start here)") in checked.stdout
 
 
 @pytest.mark.parametrize(("events", "error"), [
