@@ -2,19 +2,18 @@
 
     python benchmarks/open_streams.py [--streams 200] [--rounds 2] [--json out.json]
 
-Two processes besides this one, on 127.0.0.1: the tests' aiohttp upstream stub
-(``stub-slow``: a chunk every 50 ms for a minute) and a real ``fastroute serve``
-(one worker) routing to it.  For each round, this script opens N streams, first
-directly to the stub, then through fastroute, lets them flow for a few seconds,
-reads the resident memory (VmRSS, from /proc) of each process tree, closes
-them, and reads it again.  Reported per open stream:
+Three servers besides this process, on 127.0.0.1: the tests' aiohttp upstream
+stub (``stub-slow``: a chunk every 50 ms for a minute), a bare Granian ASGI app
+that streams the same way (the floor: what Granian itself holds per stream),
+and a real ``fastroute serve`` (one worker) routing to the stub.  For each
+round, this script opens N streams to each in turn, lets them flow for a few
+seconds, reads the resident memory (VmRSS, from /proc) of the server's process
+tree, closes them, and reads it again.  Reported per server:
 
-- fastroute: (RSS with N streams open - RSS idle) / N, over its whole tree;
-- the stub, direct: the same for the upstream itself (an aiohttp server) —
-  the reference from the same run;
-- after closing: what is left above idle.  Round 2 against round 1 shows
-  whether anything accumulates (Python keeps freed memory in its allocator,
-  so "left" after round 1 is expected; growth after round 2 would be a leak).
+- KB per open stream: (RSS with N streams open - RSS idle) / N;
+- left after closing: what stays above idle.  Later rounds against the first
+  show whether anything accumulates (Python and Granian keep freed memory, so
+  "left" after round 1 is expected; growth round after round would be a leak).
 """
 
 from __future__ import annotations
@@ -63,15 +62,72 @@ def start_stub() -> tuple[subprocess.Popen[str], int]:
     return proc, int(proc.stdout.readline())
 
 
-def start_fastroute(stub_port: int, conf: Path) -> tuple[subprocess.Popen[str], str]:
-    conf.write_text(f'[server]\nshutdown_grace_s = 2\n\n[[providers]]\nname = "stub"\nformat = "openai"\n'
-                    f'base_url = "http://127.0.0.1:{stub_port}/v1"\n\n'
-                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "stub"\n')
+BARE_APP = """
+import asyncio
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            done = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+            await send({"type": f"lifespan.{done}.complete"})
+            if done == "shutdown":
+                return
+    async def stream():
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(1200):
+            await send({"type": "http.response.body", "body": b"data: {}\\n\\n", "more_body": True})
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def disconnected():
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    tasks = [asyncio.ensure_future(stream()), asyncio.ensure_future(disconnected())]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:  # a client that went away stops its stream, as fastroute's do
+        task.cancel()
+"""
+
+
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_bare(workdir: Path) -> tuple[subprocess.Popen[str], str]:
+    (workdir / "bare_stream.py").write_text(BARE_APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
+                             "--port", str(port), "bare_stream:app"], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_listening(port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_fastroute(stub_port: int, conf: Path) -> tuple[subprocess.Popen[str], str]:
+    conf.write_text(f'[server]\nshutdown_grace_s = 2\n\n[[providers]]\nname = "stub"\nformat = "openai"\n'
+                    f'base_url = "http://127.0.0.1:{stub_port}/v1"\n\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "stub"\n')
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fastroute", "serve", str(conf), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -122,29 +178,30 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="fastroute-mem-"))
     stub, stub_port = start_stub()
-    conf = Path(tempfile.mkdtemp(prefix="fastroute-mem-")) / "c.toml"
-    router, router_url = start_fastroute(stub_port, conf)
-    stub_url = f"http://127.0.0.1:{stub_port}"
+    bare, bare_url = start_bare(workdir)
+    router, router_url = start_fastroute(stub_port, workdir / "c.toml")
+    servers = [("stub, direct (aiohttp)", f"http://127.0.0.1:{stub_port}", stub),
+               ("bare Granian ASGI app", bare_url, bare),
+               ("fastroute -> stub", router_url, router)]
     results: list[dict[str, Any]] = []
     try:
-        for _ in range(20):  # warm up both paths
-            for url in (stub_url, router_url):
+        for _ in range(20):  # warm up the stub and fastroute
+            for url in (servers[0][1], router_url):
                 httpx.post(f"{url}/v1/chat/completions", json={"model": "warm", "messages": [
                     {"role": "user", "content": "hi"}], "stream": True}, timeout=10)
         time.sleep(1.0)
         for rnd in range(1, args.rounds + 1):
-            for label, url in (("direct", stub_url), ("through fastroute", router_url)):
-                idle = {"fastroute": rss_kb(router.pid), "stub": rss_kb(stub.pid)}
-                held = asyncio.run(hold_streams(url, args.streams, lambda: {
-                    "open": {"fastroute": rss_kb(router.pid), "stub": rss_kb(stub.pid)}}))
-                time.sleep(1.5)  # the closes reach both processes
-                after = {"fastroute": rss_kb(router.pid), "stub": rss_kb(stub.pid)}
-                results.append({"round": rnd, "path": label, "streams": args.streams, "idle_kb": idle,
-                                "open_kb": held["open"], "after_kb": after,
+            for label, url, proc in servers:
+                idle = rss_kb(proc.pid)
+                held = asyncio.run(hold_streams(url, args.streams, lambda p=proc: {"open": rss_kb(p.pid)}))
+                time.sleep(1.5)  # the closes reach the server
+                results.append({"round": rnd, "server": label, "streams": args.streams, "idle_kb": idle,
+                                "open_kb": held["open"], "after_kb": rss_kb(proc.pid),
                                 "streams_with_data": held["streams_with_data"]})
     finally:
-        for proc in (router, stub):
+        for proc in (router, bare, stub):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -152,16 +209,11 @@ def main() -> int:
             proc.wait(10)
     n = args.streams
     print(f"\nmemory per open stream, {n} streams held {FLOW_S:g} s, each a chunk every 50 ms (RSS from /proc)")
-    print(f"{'round':>5} {'path':<18} {'fastroute KB/stream':>20} {'stub KB/stream':>15} "
-          f"{'fastroute left MB':>18} {'streams flowing':>16}")
+    print(f"{'round':>5} {'server':<24} {'KB per open stream':>19} {'left after close MB':>20} {'flowing':>9}")
     for r in results:
-        fr = (r["open_kb"]["fastroute"] - r["idle_kb"]["fastroute"]) / n
-        st = (r["open_kb"]["stub"] - r["idle_kb"]["stub"]) / n
-        left = (r["after_kb"]["fastroute"] - r["idle_kb"]["fastroute"]) / 1024
-        shown_fr = f"{fr:20.1f}" if r["path"] != "direct" else f"{'-':>20}"
-        shown_left = f"{left:18.2f}" if r["path"] != "direct" else f"{'-':>18}"
-        print(f"{r['round']:>5} {r['path']:<18} {shown_fr} {st:15.1f} {shown_left} "
-              f"{r['streams_with_data']:>7}/{n}")
+        per = (r["open_kb"] - r["idle_kb"]) / n
+        left = (r["after_kb"] - r["idle_kb"]) / 1024
+        print(f"{r['round']:>5} {r['server']:<24} {per:19.1f} {left:20.2f} {r['streams_with_data']:>5}/{n}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
