@@ -35,7 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import tree_pids  # noqa: E402  (the process-tree walk, one place)
+from e2e import free_port, tree_pids, wait_healthy  # noqa: E402  (one place for each)
 
 FLOW_S = 3.0  # how long the open streams run before memory is read
 
@@ -92,35 +92,15 @@ async def app(scope, receive, send):
 """
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 def start_bare(workdir: Path) -> tuple[subprocess.Popen[str], str]:
     (workdir / "bare_stream.py").write_text(BARE_APP)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
                              "--port", str(port), "bare_stream:app"], cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_listening(port)
-    return proc, f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc, None)  # any path answers 200 (and ends its stream when the probe goes)
+    return proc, url
 
 
 def start_fastroute(stub_port: int, conf: Path) -> tuple[subprocess.Popen[str], str]:
@@ -131,14 +111,8 @@ def start_fastroute(stub_port: int, conf: Path) -> tuple[subprocess.Popen[str], 
     proc = subprocess.Popen([sys.executable, "-m", "fastroute", "serve", str(conf), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("fastroute did not start")
+    wait_healthy(f"{url}/health", proc, None)
+    return proc, url
 
 
 async def hold_streams(url: str, n: int, measure: Any) -> dict[str, Any]:

@@ -23,12 +23,17 @@ REDIS = shutil.which("redis-server")
 PASSWORD = "redis-pw-never-shown-4c1d"
 
 
+def _need_redis() -> None:
+    if REDIS is None:
+        if os.environ.get("FASTROUTE_REQUIRE_REDIS"):
+            pytest.fail("redis-server is required (FASTROUTE_REQUIRE_REDIS is set) but not installed")
+        pytest.skip("no redis-server on this machine (.ci/run installs Debian's)")
+
+
 class RedisServer:
     def __init__(self, port: int, password: str | None = None) -> None:
-        if REDIS is None:
-            if os.environ.get("FASTROUTE_REQUIRE_REDIS"):
-                pytest.fail("redis-server is required (FASTROUTE_REQUIRE_REDIS is set) but not installed")
-            pytest.skip("no redis-server on this machine (.ci/run installs Debian's)")
+        _need_redis()
+        assert REDIS is not None
         self.port = port
         args = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if password:
@@ -116,8 +121,7 @@ def test_every_instance_sees_every_request(instances: tuple[FastrouteProcess, Fa
 
 
 def test_redis_down_then_back(tmp_path: Path) -> None:
-    if REDIS is None:
-        RedisServer(0)  # skips, or fails when Redis is required
+    _need_redis()
     port = free_port()
     conf = tmp_path / "later.toml"
     conf.write_text(config(port))

@@ -41,25 +41,23 @@ class RedisRelay:
         self.channel = channel
         self._password = password
         self.tag = os.urandom(8).hex().encode() + b"|"  # this worker's mark on what it publishes
-        self._queue: asyncio.Queue[bytes] | None = None
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = False
-        self.dropped = 0
 
     def start(self) -> None:
         """Start the background tasks on the running loop; returns at once (Redis may be down)."""
-        self._queue = asyncio.Queue(QUEUE_SIZE)
         self.bus.forwarders.append(self.send)
         self._tasks.append(asyncio.get_running_loop().create_task(self._run(), name="fastroute-redis-events"))
 
     def send(self, data: bytes) -> None:
         """A forwarder of the bus: queue the event for Redis, or drop it; never waits."""
-        if self._queue is None or not self.connected:
+        if not self.connected:
             return  # Redis is away: this event stays on this worker's feed
         try:
             self._queue.put_nowait(self.tag + data)
         except asyncio.QueueFull:
-            self.dropped += 1
+            pass  # Redis is behind: the other instances lose this event, the request does not wait
 
     async def _run(self) -> None:
         import redis.asyncio as redis
@@ -106,7 +104,6 @@ class RedisRelay:
         raise ConnectionError("the subscription ended")
 
     async def _publish(self, client: Any) -> None:
-        assert self._queue is not None
         while True:
             data = await self._queue.get()
             await client.publish(self.channel, data)

@@ -74,7 +74,7 @@ class EventRelay:
                 elif exc.errno != errno.EMSGSIZE:
                     log.debug("relay to %s failed: %s", peer, exc)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:  # async like RedisRelay.stop: the app stops either the same way
         if self._sock is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())

@@ -25,8 +25,8 @@ from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
 from fastroute.recording.recorder import Recorder
-from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.redis_relay import RedisRelay
+from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
 from fastroute.server.stopping import StopWatch
 from fastroute.providers import build_providers
@@ -364,10 +364,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
         bus.close_all()
         await discovery.stop()
         await client.aclose()
-        if isinstance(relay, RedisRelay):
+        if relay is not None:
             await relay.stop()
-        elif relay is not None:
-            relay.stop()
         if request_log is not None:
             request_log.close()  # everything answered is in the log after a clean stop
 
