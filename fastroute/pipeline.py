@@ -269,12 +269,14 @@ class Pipeline:
                 return StreamAnswer(200, self._relay(ex, dialect, provider, reply, tap, plugins, ctx),
                                     self._headers(ex) + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
             reply = await provider.post_raw(upstream_body, client_key, client_headers)
-            ex.usage = dialect.usage_from_body(reply.body)
             out = reply.body
-            if ctx is not None and (plugins or self.response_classifiers):
-                response = dialect.parse_response(reply.body)
-                if await self._after(ex, response, plugins, ctx):
-                    out = dialect.render_response(response)
+            response = read_answer(dialect, reply.body)  # read once, on the side: usage and text
+            if response is not None:
+                ex.usage = response.usage if response.usage.total_tokens else None
+                if ctx is not None and (plugins or self.response_classifiers):
+                    if await self._after(ex, response, plugins, ctx):
+                        out = dialect.render_response(response)
+                ex.response_text = response.text()
             self.finish(ex)
             return Answer(200, out, self._headers(ex))
         if request is None:
@@ -429,6 +431,15 @@ class PluginFailed(Exception):
     def __init__(self, plugin: str, hook: str, cause: BaseException) -> None:
         super().__init__(f"{plugin} in {hook}: {cause}")
         self.plugin, self.hook, self.cause = plugin, hook, cause
+
+
+def read_answer(dialect: ModuleType, body: bytes) -> ChatResponse | None:
+    """A passed-through answer in canonical form, or None when it is not the dialect's JSON
+    (it still goes to the client as it came)."""
+    try:
+        return dialect.parse_response(body)
+    except (ValueError, AttributeError, TypeError, KeyError):  # orjson's decode error is a ValueError
+        return None
 
 
 def request_needs(request: ChatRequest) -> frozenset[str]:

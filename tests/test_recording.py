@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from fastroute.recording.events import EventBus
-from tests.conftest import PROVIDER_KEY, FastrouteProcess
+from tests.conftest import PROVIDER_KEY, FastrouteProcess, free_port
 from tests.stub_upstream import StubUpstream
 
 USER = [{"role": "user", "content": "hello big world"}]
@@ -43,10 +43,22 @@ cost_per_1m_tokens = 2.0
 name = "echo"
 format = "echo"
 
+[[providers]]
+name = "dead"
+format = "openai"
+base_url = "http://127.0.0.1:{free_port()}/v1"
+connect_timeout = 1
+
 [[routers]]
 type = "prefix"
 model_prefix = "echo"
 provider = "echo"
+
+[[routers]]
+type = "prefix"
+model_prefix = "failover"
+provider = "dead"
+fallbacks = ["stub"]
 
 [[routers]]
 type = "prefix"
@@ -141,6 +153,28 @@ def test_new_viewer_sees_recent_history(recorded: tuple[FastrouteProcess, Path])
     feed = Feed(proc.url)  # connects after the request
     events = feed.wait(lambda evs: any(e["type"] == "complete" for e in evs))
     assert events[-1]["requested_model"] == "echo"
+
+
+def test_failover_attempts_show_in_the_events_and_the_log(recorded: tuple[FastrouteProcess, Path]) -> None:
+    proc, log_path = recorded
+    feed = Feed(proc.url)
+    resp = httpx.post(f"{proc.url}/v1/chat/completions", json={"model": "failover-x", "messages": USER}, timeout=30)
+    assert resp.status_code == 200 and resp.headers["x-router-attempts"] == "2"
+    rid = resp.headers["x-request-id"]
+    events = feed.wait(lambda evs: any(e["type"] == "complete" and e["id"] == rid for e in evs))
+    mine = [e for e in events if e.get("id") == rid]
+    # one routed event per attempt, before each upstream call
+    assert [(e["provider"], e["model"]) for e in mine if e["type"] == "routed"] == [("dead", "failover-x"),
+                                                                                  ("stub", "failover-x")]
+    complete = mine[-1]
+    assert proc.stop() == 0
+    logged = next(json.loads(line) for line in log_path.read_text().splitlines() if json.loads(line)["id"] == rid)
+    for entry in (complete, logged):  # what was tried, and why the first did not do
+        first, second = entry["attempts"]
+        assert first["provider"] == "dead" and first["status"] == 502
+        assert "provider 'dead'" in first["error"]
+        assert (second["provider"], second["status"], second["error"]) == ("stub", 200, None)
+        assert entry["provider"] == "stub" and entry["response"] == "stub: hello big world"
 
 
 def test_dashboard_page_is_self_contained(recorded: tuple[FastrouteProcess, Path]) -> None:

@@ -422,13 +422,6 @@ class StreamRenderer:
 
 # ── passthrough, read on the side ─────────────────────────────────────────
 
-def usage_from_body(body: bytes) -> Usage | None:
-    try:
-        return _parse_usage(orjson.loads(body).get("usage"))
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-
-
 # ── errors ────────────────────────────────────────────────────────────────
 
 def _error_type(err: RequestError) -> str:

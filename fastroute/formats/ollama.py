@@ -278,13 +278,6 @@ class StreamRenderer:
 
 # ── passthrough, read on the side ─────────────────────────────────────────
 
-def usage_from_body(body: bytes) -> Usage | None:
-    try:
-        return _usage(orjson.loads(body))
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-
-
 # ── errors ────────────────────────────────────────────────────────────────
 
 def error_body(err: RequestError) -> bytes:

@@ -286,15 +286,6 @@ def render_response(resp: ChatResponse) -> bytes:
     })
 
 
-def usage_from_body(body: bytes) -> Usage | None:
-    """Usage from a non-streamed chat.completion, read on the side."""
-    try:
-        u = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return _parse_usage(u)
-
-
 class StreamRenderer:
     """Canonical stream events -> OpenAI ``chat.completion.chunk`` SSE bytes."""
 
