@@ -56,7 +56,20 @@ class DocumentPart:
     type: Literal["document"] = "document"
 
 
-ContentPart = TextPart | ImagePart | ThinkingPart | DocumentPart
+@dataclass(slots=True)
+class RawPart:
+    """A content block the canonical model does not carry, kept as the client sent it: passed
+    on to a provider of that dialect, refused by any other (or, for the record of a hosted tool's
+    run, left out with the hosted tools)."""
+
+    dialect: str
+    block: dict[str, Any]
+    #: it records a hosted tool's call or result (left out, like the hosted tool itself)
+    hosted: bool = False
+    type: Literal["raw"] = "raw"
+
+
+ContentPart = TextPart | ImagePart | ThinkingPart | DocumentPart | RawPart
 
 
 @dataclass(slots=True)
@@ -65,10 +78,16 @@ class ToolCall:
     name: str
     #: the arguments as a JSON text, exactly as the model produced them
     arguments: str
+    #: the namespace of a namespaced tool (Responses), kept apart from ``name``
+    namespace: str | None = None
+    #: "custom": a freeform tool (Responses ``custom``) whose input is ``{"input": text}`` here
+    kind: Literal["function", "custom"] = "function"
 
 
 @dataclass(slots=True)
 class Message:
+    #: "system" here is a system message in the middle of the conversation (leading ones are
+    #: ``ChatRequest.system``); it keeps its place
     role: Role
     content: list[ContentPart] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
@@ -86,6 +105,29 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    #: the client asked for strict schema adherence (OpenAI ``strict``)
+    strict: bool | None = None
+    #: the namespace it was declared in (Responses ``namespace`` tools), None for a plain tool
+    namespace: str | None = None
+    #: "custom": a freeform tool (Responses ``custom``); offered to providers as a function
+    #: with one string parameter ``input``
+    kind: Literal["function", "custom"] = "function"
+
+
+#: how a namespaced tool's name is written for a provider that only knows flat function names
+NAMESPACE_SEPARATOR = "__"
+
+
+def wire_name(name: str, namespace: str | None) -> str:
+    """The name a provider sees for a tool (or a call of it): flat, namespace first."""
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+
+
+def own_call(tools: dict[str, Tool], call: ToolCall) -> None:
+    """A provider's call of a flattened tool, given back the client's name, namespace and kind."""
+    tool = tools.get(call.name)
+    if tool is not None:
+        call.name, call.namespace, call.kind = tool.name, tool.namespace, tool.kind
 
 
 @dataclass(slots=True)
@@ -110,8 +152,32 @@ class ChatRequest:
     effort: str | None = None
     #: Anthropic task budget (sent with the task-budgets beta header)
     task_budget: Any = None
-    #: fields of the client's dialect that the canonical model does not carry
+    #: sampling beyond temperature and top_p, for providers that take them
+    top_k: int | None = None
+    min_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repeat_penalty: float | None = None
+    #: how many answers the client wants (OpenAI ``n``); None: one
+    n: int | None = None
+    #: any JSON object (OpenAI ``json_object``, Ollama ``format: "json"``), not a schema
+    json_mode: bool = False
+    #: OpenAI's answer-length hint (``verbosity``, Responses ``text.verbosity``)
+    verbosity: str | None = None
+    #: OpenAI's prompt-cache routing key
+    prompt_cache_key: str | None = None
+    #: tools the provider runs itself (web search, code interpreter, MCP servers, ...), as the
+    #: client sent them: ``(dialect, type, definition)``; only a provider of that dialect can run them
+    hosted_tools: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: the client dialect this request was parsed from
+    source: str = ""
+    #: fields of the client's dialect that the canonical model does not carry: passed on to a
+    #: provider of the same dialect, refused by any other (never silently dropped)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def flat_tool_names(self) -> dict[str, Tool]:
+        """Namespaced and custom tools by the flat name providers see (empty when there are none)."""
+        return {wire_name(t.name, t.namespace): t for t in self.tools if t.namespace or t.kind == "custom"}
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):

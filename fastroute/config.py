@@ -22,7 +22,7 @@ from fastroute.errors import ConfigError
 
 PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
 UPSTREAM_CLIENTS = ("aiohttp", "httpx")
-CAPABILITIES = ("vision", "tools", "coding")
+CAPABILITIES = ("vision", "tools", "coding", "reasoning")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage
+from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage, own_call
 from fastroute.config import Config
 from fastroute.errors import ProviderStatusError, RequestError, UpstreamError, UpstreamTimeout
 from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
 from fastroute.providers import Provider
+from fastroute.providers.fit import fit
 from fastroute.recording.events import EventBus
 from fastroute.recording.recorder import Recorder
 from fastroute.routing import Route, Router
@@ -72,6 +73,8 @@ class Exchange:
     response_tags: list[str] = field(default_factory=list)
     #: the request in canonical form, when it was parsed (for the log)
     request: Any = None
+    #: hosted tools the provider could not run, left out of what it received
+    omitted_tools: list[str] = field(default_factory=list)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -155,6 +158,8 @@ class Pipeline:
             if ctx is not None and plugins:  # on_end sees every request that reached it, failed ones too
                 ctx.error = err.message
                 await self._hooks("on_end", plugins, ctx)
+            if not ex.requested_model:  # the body was refused: still say what it asked for
+                ex.requested_model, ex.stream = asked_for(dialect, body)
             return self.fail(ex, dialect, err)
         except PluginFailed as exc:
             log.error("plugin %r failed in %s: %s", exc.plugin, exc.hook, exc.cause)
@@ -281,12 +286,21 @@ class Pipeline:
             return Answer(200, out, self._headers(ex))
         if request is None:
             request = dialect.parse_request(body)
+        fitted = fit(request, provider, model)
+        request = fitted.request
         request.model = model
+        if fitted.omitted:
+            ex.omitted_tools = fitted.omitted
+            log.warning("request %s: provider %r cannot run the hosted tool(s) %s; left out of what it received",
+                        ex.id, provider.name, ", ".join(fitted.omitted))
         if stream:
             events = await provider.open_stream(request, client_key)
             return StreamAnswer(200, self._render(ex, dialect, request, events, plugins, ctx),
                                 self._headers(ex) + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
         response = await provider.send(request, client_key)
+        names = request.flat_tool_names()
+        for call in response.tool_calls if names else ():
+            own_call(names, call)
         if response.usage.total_tokens == 0:
             response.usage = estimate_usage(request, response.text())
         if ctx is not None or self.response_classifiers:
@@ -313,6 +327,8 @@ class Pipeline:
             headers.append((b"x-router-response-tags", ",".join(ex.response_tags).encode()))
         if len(ex.attempts) > 1:
             headers.append((b"x-router-attempts", str(len(ex.attempts)).encode()))
+        if ex.omitted_tools:
+            headers.append((b"x-router-omitted-tools", ",".join(ex.omitted_tools).encode()))
         return headers
 
     def fail(self, ex: Exchange, dialect: ModuleType, err: RequestError) -> Answer:
@@ -375,12 +391,15 @@ class Pipeline:
         """Render canonical stream events in the client's dialect; usage always ends the stream."""
         renderer = dialect.StreamRenderer()
         text: list[str] = []
+        names = request.flat_tool_names()
         try:
             async for ev in events:
                 if ex.ttft_ms is None:
                     ex.ttft_ms = ex.elapsed_ms()
                 if ev.kind == "text":
                     text.append(ev.text)
+                elif ev.kind == "tool_call" and names:
+                    own_call(names, ev.tool_call)
                 elif ev.kind == "usage":
                     ex.usage = ev.usage
                 elif ev.kind == "error":
@@ -440,6 +459,15 @@ def read_answer(dialect: ModuleType, body: bytes) -> ChatResponse | None:
         return dialect.parse_response(body)
     except (ValueError, AttributeError, TypeError, KeyError):  # orjson's decode error is a ValueError
         return None
+
+
+def asked_for(dialect: ModuleType, body: Any) -> tuple[str, bool]:
+    """The model and ``stream`` a body asked for, read loosely (for the record of a refused one)."""
+    if not isinstance(body, dict):
+        return "", False
+    model, stream = body.get("model"), body.get("stream")
+    return (model if isinstance(model, str) else "",
+            stream if isinstance(stream, bool) else dialect.NAME == "ollama")  # Ollama streams by default
 
 
 def request_needs(request: ChatRequest) -> frozenset[str]:

@@ -96,8 +96,8 @@ def test_responses_refuses_what_it_cannot_serve(router: FastrouteProcess) -> Non
     c = client(router)
     with pytest.raises(openai.BadRequestError, match="previous_response_id"):
         c.responses.create(model="echo", input="hi", previous_response_id="resp_123")
-    with pytest.raises(openai.BadRequestError, match="only function tools"):
-        c.responses.create(model="echo", input="hi", tools=[{"type": "web_search"}])
+    with pytest.raises(openai.BadRequestError, match="tool type 'local_shell' is not supported"):
+        c.responses.create(model="echo", input="hi", tools=[{"type": "local_shell"}])
     with pytest.raises(openai.BadRequestError, match="'input' is required"):
         c.responses.create(model="echo", input=[])
 

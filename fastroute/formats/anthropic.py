@@ -20,8 +20,8 @@ from fastroute._speedups import ANTHROPIC_STOP as _STOP_IN
 from fastroute._speedups import AnthropicStreamDecoder as StreamDecoder
 from fastroute._speedups import anthropic_usage as _parse_usage
 from fastroute.canonical import (
-    ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
-    ToolCall, Usage,
+    ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, RawPart, StreamEvent, TextPart, ThinkingPart,
+    Tool, ToolCall, Usage, wire_name,
 )
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
 from fastroute.formats.tap import DecoderTap
@@ -35,8 +35,18 @@ stream_boundary = sse_boundary
 DEFAULT_MAX_TOKENS = 4096
 TASK_BUDGET_BETA = "task-budgets-2026-03-13"
 
+ROLES = frozenset({"user", "assistant", "system"})  # "system": Anthropic's mid-conversation system messages
 _MODELLED = frozenset({"model", "messages", "system", "stream", "tools", "tool_choice", "max_tokens", "temperature",
-                       "top_p", "stop_sequences", "thinking", "output_config", "task_budget"})
+                       "top_p", "top_k", "stop_sequences", "thinking", "output_config", "task_budget", "mcp_servers"})
+#: fields with no counterpart elsewhere that cannot change the answer: left out when translating
+HINTS = frozenset({"metadata", "context_management", "service_tier", "cache_control", "inference_geo"})
+#: server tools Anthropic runs itself (their type carries a version date); left out for other providers
+_HOSTED = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_")
+#: blocks that record a server tool's run (they go where the server tools go)
+_HOSTED_BLOCKS = frozenset({"server_tool_use", "mcp_tool_use", "mcp_tool_result"})
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
+#: efforts of other dialects that Anthropic names otherwise
+_EFFORTS = {"minimal": "low", "none": "low", "xhigh": "max"}
 
 _STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
              "pause": "pause_turn", "error": "end_turn"}
@@ -47,36 +57,41 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 # ── requests from clients ─────────────────────────────────────────────────
 
 def check_request(body: Any) -> tuple[str, bool]:
+    """The shape fastroute relies on; errors worded as Anthropic words them (clients match on it)."""
     if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
+        raise BadRequest("body: Input should be a valid dictionary or object to extract fields from")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise BadRequest("model: field required (a non-empty string)", param="model")
+        raise BadRequest("model: Field required" if model is None else "model: Input should be a valid string",
+                         param="model")
     messages = body.get("messages")
     if not isinstance(messages, list):
-        raise BadRequest("messages: field required (an array of messages)", param="messages")
+        raise BadRequest("messages: Field required" if messages is None else "messages: Input should be a valid list",
+                         param="messages")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise BadRequest(f"messages.{i}: each message needs a role of 'user' or 'assistant'",
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages.{i}: Input should be a valid dictionary", param=f"messages.{i}")
+        if m.get("role") not in ROLES:
+            raise BadRequest(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'",
                              param=f"messages.{i}.role")
         content = m.get("content")
         if not isinstance(content, (str, list)):
-            raise BadRequest(f"messages.{i}.content: a string or an array of content blocks",
+            raise BadRequest(f"messages.{i}.content: Input should be a valid string or a valid list",
                              param=f"messages.{i}.content")
         if isinstance(content, list):
             for j, block in enumerate(content):
                 if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                    raise BadRequest(f"messages.{i}.content.{j}: each content block needs a type",
+                    raise BadRequest(f"messages.{i}.content.{j}: Unable to extract tag using discriminator 'type'",
                                      param=f"messages.{i}.content.{j}")
     system = body.get("system")
     if system is not None and not isinstance(system, (str, list)):
-        raise BadRequest("system: a string or an array of text blocks", param="system")
+        raise BadRequest("system: Input should be a valid string or a valid list", param="system")
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-        raise BadRequest("max_tokens: an integer", param="max_tokens")
+        raise BadRequest("max_tokens: Input should be a valid integer", param="max_tokens")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise BadRequest("stream: a boolean", param="stream")
+        raise BadRequest("stream: Input should be a valid boolean", param="stream")
     return model, stream
 
 
@@ -113,18 +128,29 @@ def _parse_blocks(content: Any) -> list[Any]:
             parts.append(ThinkingPart(block.get("thinking", ""), signature=block.get("signature")))
         elif kind == "redacted_thinking":
             parts.append(ThinkingPart(redacted=True, data=block.get("data")))
+        else:  # kept as it came: an Anthropic provider takes it, no other provider drops it silently
+            parts.append(RawPart(NAME, block, hosted=isinstance(kind, str) and (
+                kind in _HOSTED_BLOCKS or kind.endswith("_tool_result"))))
     return parts
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n\n".join(b.get("text", "") for b in content or () if isinstance(b, dict) and b.get("type") == "text")
 
 
 def parse_request(body: dict[str, Any]) -> ChatRequest:
     model, stream = check_request(body)
-    system = body.get("system")
-    if isinstance(system, list):
-        system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict) and b.get("type") == "text")
+    system = _text_of(body.get("system"))
     messages: list[Message] = []
     for m in body["messages"]:
         content = m["content"]
-        if m["role"] == "assistant":
+        role = m["role"]
+        if role == "system":  # a system message in the middle of the conversation: it keeps its place
+            messages.append(Message("system", [TextPart(_text_of(content))]))
+            continue
+        if role == "assistant":
             blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
             calls = [ToolCall(id=b.get("id", ""), name=b.get("name", ""),
                               arguments=orjson.dumps(b.get("input") or {}).decode())
@@ -144,26 +170,35 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                 messages.append(Message("user", _parse_blocks(rest)))
             continue
         messages.append(Message("user", _parse_blocks(content)))
-    tools = []
+    tools: list[Tool] = []
+    hosted: list[tuple[str, str, dict[str, Any]]] = []
     for i, t in enumerate(body.get("tools") or ()):
-        if not isinstance(t, dict) or t.get("type") not in (None, "custom"):
-            kind = t.get("type") if isinstance(t, dict) else type(t).__name__
-            raise BadRequest(f"tools.{i}: server tool {kind!r} can only be served by an Anthropic provider",
+        kind = t.get("type") if isinstance(t, dict) else type(t).__name__
+        if not isinstance(t, dict) or kind not in (None, "custom"):
+            if isinstance(kind, str) and kind.startswith(_HOSTED):
+                hosted.append((NAME, kind, t))
+                continue
+            raise BadRequest(f"tools.{i}: Anthropic-defined tool {kind!r} can only be served by an Anthropic provider",
                              param=f"tools.{i}")
-        tools.append(Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("input_schema")))
+        tools.append(Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("input_schema"),
+                          strict=t.get("strict")))
+    hosted += [(NAME, "mcp_servers", server) for server in body.get("mcp_servers") or ()]
     choice, parallel = _parse_tool_choice(body.get("tool_choice"))
     config = body.get("output_config") or {}
-    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise BadRequest("output_config: Input should be a valid dictionary", param="output_config")
+    fmt = config.get("format")
     schema = None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = {"name": fmt.get("name") or "output", "schema": fmt.get("schema") or {}, "strict": True}
+    thinking = body.get("thinking")
     return ChatRequest(
         model=model, messages=messages, system=system or None, stream=stream, tools=tools, tool_choice=choice,
         parallel_tool_calls=parallel, max_tokens=body.get("max_tokens"), temperature=body.get("temperature"),
-        top_p=body.get("top_p"), stop=list(body.get("stop_sequences") or ()), output_schema=schema,
-        thinking=body.get("thinking"), effort=config.get("effort") if isinstance(config, dict) else None,
-        task_budget=(config.get("task_budget") if isinstance(config, dict) else None) or body.get("task_budget"),
-        extra={k: v for k, v in body.items() if k not in _MODELLED},
+        top_p=body.get("top_p"), top_k=body.get("top_k"), stop=list(body.get("stop_sequences") or ()),
+        output_schema=schema, thinking=thinking if isinstance(thinking, dict) else None, effort=config.get("effort"),
+        task_budget=config.get("task_budget") or body.get("task_budget"), hosted_tools=hosted, source=NAME,
+        extra={k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS},
     )
 
 
@@ -185,7 +220,10 @@ def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, 
 # ── requests to an Anthropic provider ────────────────────────────────────
 
 def check_translatable(request: ChatRequest, provider: str) -> None:
-    """Everything the canonical model carries has a place in Anthropic's dialect."""
+    if request.json_mode:
+        raise BadRequest(f"provider '{provider}' (Anthropic format) has no plain JSON mode; "
+                         "ask for a JSON schema instead (response_format json_schema / text.format json_schema)",
+                         param="response_format")
 
 
 def _render_part(p: Any) -> dict[str, Any] | None:
@@ -210,20 +248,37 @@ def _render_part(p: Any) -> dict[str, Any] | None:
         if p.signature is not None:
             block["signature"] = p.signature
         return block
+    if isinstance(p, RawPart) and p.dialect == NAME:
+        return p.block
     return None
+
+
+def _system_reminder(text: str) -> dict[str, Any]:
+    """A system message from the middle of another dialect's conversation, where Anthropic has none:
+    in the user's turn, wrapped the way Claude Code itself falls back to."""
+    return {"type": "text", "text": f"<system-reminder>\n{text}\n</system-reminder>"}
 
 
 def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
+    own = req.source == NAME  # the client spoke this dialect: what it sent keeps its form
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
         if messages and messages[-1]["role"] == role:  # Anthropic wants user and assistant to alternate
-            messages[-1]["content"].extend(blocks)
+            merged = messages[-1]["content"] + blocks
+            # tool results lead their user turn (Anthropic refuses text before them)
+            merged.sort(key=lambda b: b.get("type") != "tool_result")
+            messages[-1]["content"] = merged
         else:
             messages.append({"role": role, "content": blocks})
 
     for m in req.messages:
-        if m.role == "tool":
+        if m.role == "system":
+            if own:
+                messages.append({"role": "system", "content": m.text()})
+            else:
+                add("user", [_system_reminder(m.text())])
+        elif m.role == "tool":
             inner = [b for b in (_render_part(p) for p in m.content) if b]
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": inner}
             if m.is_error:
@@ -231,12 +286,7 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
             add("user", [result])
         elif m.role == "assistant":
             blocks = [b for b in (_render_part(p) for p in m.content) if b]
-            for c in m.tool_calls:
-                try:
-                    args = orjson.loads(c.arguments) if c.arguments else {}
-                except orjson.JSONDecodeError:
-                    args = {"_raw_arguments": c.arguments}
-                blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": args})
+            blocks += [_tool_use_block(c) for c in m.tool_calls]
             add("assistant", blocks or [{"type": "text", "text": ""}])
         else:
             blocks = [b for b in (_render_part(p) for p in m.content) if b]
@@ -245,9 +295,15 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
                             "messages": messages}
     if req.system:
         body["system"] = req.system
-    if req.tools:
-        body["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
-                          "input_schema": t.parameters or {"type": "object", "properties": {}}} for t in req.tools]
+    tools = [{"name": wire_name(t.name, t.namespace), **({"description": t.description} if t.description else {}),
+              "input_schema": t.parameters or {"type": "object", "properties": {}},
+              **({"strict": t.strict} if t.strict is not None else {})} for t in req.tools]
+    tools += [d for dialect, _, d in req.hosted_tools if dialect == NAME and "type" in d]
+    if tools:
+        body["tools"] = tools
+    servers = [d for dialect, kind, d in req.hosted_tools if dialect == NAME and kind == "mcp_servers"]
+    if servers:
+        body["mcp_servers"] = servers
     tc = req.tool_choice
     choice: dict[str, Any] | None = None
     if isinstance(tc, dict):
@@ -258,14 +314,17 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
         choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
     if choice is not None:
         body["tool_choice"] = choice
-    for key, value in (("temperature", req.temperature), ("top_p", req.top_p), ("thinking", req.thinking)):
+    for key, value in (("temperature", req.temperature), ("top_p", req.top_p), ("top_k", req.top_k),
+                       ("thinking", req.thinking)):
         if value is not None:
             body[key] = value
+    if req.thinking is None and req.effort is not None:
+        body["thinking"] = {"type": "adaptive"}  # an effort from another dialect asks for reasoning
     if req.stop:
         body["stop_sequences"] = req.stop
     config: dict[str, Any] = {}
     if req.effort is not None:
-        config["effort"] = req.effort
+        config["effort"] = _EFFORTS.get(req.effort, req.effort)
     if req.output_schema is not None:
         config["format"] = {"type": "json_schema", "schema": req.output_schema.get("schema") or {}}
     if req.task_budget is not None:
@@ -274,6 +333,8 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
         body["output_config"] = config
     if stream:
         body["stream"] = True
+    if own and req.extra:
+        body = {**req.extra, **body}
     return body
 
 
@@ -314,7 +375,7 @@ def _tool_use_block(c: ToolCall) -> dict[str, Any]:
         args = orjson.loads(c.arguments) if c.arguments else {}
     except orjson.JSONDecodeError:
         args = {"_raw_arguments": c.arguments}
-    return {"type": "tool_use", "id": c.id, "name": c.name, "input": args}
+    return {"type": "tool_use", "id": c.id, "name": wire_name(c.name, c.namespace), "input": args}
 
 
 def render_response(resp: ChatResponse) -> bytes:

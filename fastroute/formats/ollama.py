@@ -14,7 +14,7 @@ import orjson
 
 from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
-    ToolCall, Usage,
+    ToolCall, Usage, wire_name,
 )
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
 from fastroute._speedups import OLLAMA_STOP as _STOP_IN
@@ -33,7 +33,15 @@ VERSION = "0.12.0"  # what /api/version reports: new enough for clients' feature
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _MODELLED = frozenset({"model", "messages", "stream", "tools", "options", "format", "think"})
-_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "num_predict": "max_tokens"}
+#: fields with no counterpart elsewhere that cannot change the answer: left out when translating
+HINTS = frozenset({"keep_alive"})
+#: Ollama option -> canonical field
+_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "seed": "seed",
+            "num_predict": "max_tokens", "repeat_penalty": "repeat_penalty", "presence_penalty": "presence_penalty",
+            "frequency_penalty": "frequency_penalty"}
+#: options that size the runtime (memory, threads, context window), not the answer: left out when translating
+_RUNTIME_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "use_mlock",
+                              "low_vram", "numa", "num_keep", "vocab_only"})
 
 
 def _now() -> str:
@@ -74,7 +82,10 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         role = m["role"]
         content = m.get("content", "")
         if role == "system":
-            system.append(content)
+            if messages:  # in the middle of the conversation: it keeps its place
+                messages.append(Message("system", [TextPart(content)]))
+            else:
+                system.append(content)
             continue
         parts: list[Any] = []
         if m.get("thinking"):
@@ -97,23 +108,26 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                 tool_id = list(last_calls.values())[-1]
         messages.append(Message(role, parts, tool_calls=calls, tool_call_id=tool_id, name=m.get("tool_name")))
     options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("options must be an object")
     kwargs = {field: options[key] for key, field in _OPTIONS.items() if options.get(key) is not None}
     stop = options.get("stop")
+    extra = {k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS}
+    unmapped = {k: v for k, v in options.items() if k not in _OPTIONS and k != "stop" and k not in _RUNTIME_OPTIONS}
+    if unmapped:  # sampling options no other dialect has: passed to Ollama, refused elsewhere
+        extra["options"] = unmapped
     fmt = body.get("format")
-    schema = None
-    if fmt == "json":
-        schema = {"name": "output", "schema": {"type": "object"}, "strict": False}
-    elif isinstance(fmt, dict):
-        schema = {"name": "output", "schema": fmt, "strict": True}
+    schema = {"name": "output", "schema": fmt, "strict": True} if isinstance(fmt, dict) else None
     think = body.get("think")
+    thinking = {"type": "adaptive"} if think is True or isinstance(think, str) else (
+        {"type": "disabled"} if think is False else None)
     tools = [Tool(name=t["function"].get("name", ""), description=t["function"].get("description"),
                   parameters=t["function"].get("parameters"))
              for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     return ChatRequest(
         model=model, messages=messages, system="\n\n".join(system) or None, stream=stream, tools=tools,
-        stop=[stop] if isinstance(stop, str) else list(stop or ()), output_schema=schema,
-        effort=think if isinstance(think, str) else None,
-        extra={k: v for k, v in body.items() if k not in _MODELLED}, **kwargs,
+        stop=[stop] if isinstance(stop, str) else list(stop or ()), output_schema=schema, json_mode=fmt == "json",
+        thinking=thinking, effort=think if isinstance(think, str) else None, source=NAME, extra=extra, **kwargs,
     )
 
 
@@ -138,7 +152,7 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     if req.system:
         messages.append({"role": "system", "content": req.system})
-    names = {c.id: c.name for m in req.messages for c in m.tool_calls}
+    names = {c.id: wire_name(c.name, c.namespace) for m in req.messages for c in m.tool_calls}
     for m in req.messages:
         out: dict[str, Any] = {"role": m.role, "content": "".join(p.text for p in m.content if isinstance(p, TextPart))}
         images = [p.data for p in m.content if isinstance(p, ImagePart) and p.data]
@@ -148,15 +162,15 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
         if thinking:
             out["thinking"] = thinking
         if m.tool_calls:
-            out["tool_calls"] = [{"function": {"name": c.name, "arguments": _loads_args(c.arguments)}}
-                                 for c in m.tool_calls]
+            out["tool_calls"] = [{"function": {"name": wire_name(c.name, c.namespace),
+                                               "arguments": _loads_args(c.arguments)}} for c in m.tool_calls]
         if m.role == "tool" and m.tool_call_id in names:
             out["tool_name"] = names[m.tool_call_id]
         messages.append(out)
     body: dict[str, Any] = {"model": req.model, "messages": messages, "stream": stream}
     if req.tools:
         body["tools"] = [{"type": "function", "function": {
-            "name": t.name, **({"description": t.description} if t.description else {}),
+            "name": wire_name(t.name, t.namespace), **({"description": t.description} if t.description else {}),
             "parameters": t.parameters or {"type": "object", "properties": {}}}} for t in req.tools]
     options: dict[str, Any] = {}
     for key, field in _OPTIONS.items():
@@ -165,13 +179,34 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
             options[key] = value
     if req.stop:
         options["stop"] = req.stop
+    own = req.source == NAME
+    if own and isinstance(req.extra.get("options"), dict):
+        options.update(req.extra["options"])
     if options:
         body["options"] = options
     if req.output_schema is not None:
-        body["format"] = req.output_schema.get("schema") or "json"
-    if req.effort is not None or req.thinking is not None:
-        body["think"] = req.effort if req.effort in ("low", "medium", "high") else True
+        body["format"] = req.output_schema.get("schema") or {"type": "object"}
+    elif req.json_mode:
+        body["format"] = "json"
+    think = _think(req)
+    if think is not None:
+        body["think"] = think
+    if own:
+        body = {**{k: v for k, v in req.extra.items() if k != "options"}, **body}
     return body
+
+
+def _think(req: ChatRequest) -> bool | str | None:
+    """Ollama's ``think``: a level where one was asked for and the model takes levels (gpt-oss; others
+    answer 400 'think value "high" is not supported for this model'), else on or off."""
+    if req.effort in ("low", "medium", "high") and "gpt-oss" in req.model:
+        return req.effort
+    kind = req.thinking.get("type") if isinstance(req.thinking, dict) else None
+    if kind == "disabled":
+        return False
+    if kind is not None or req.effort is not None:
+        return True
+    return None
 
 
 def _loads_args(arguments: str) -> Any:

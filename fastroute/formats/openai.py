@@ -18,7 +18,7 @@ from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder
 from fastroute._speedups import openai_usage as _parse_usage
 from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
-    ToolCall, Usage,
+    ToolCall, Usage, wire_name,
 )
 from fastroute.formats.framing import sse_boundary
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
@@ -31,9 +31,13 @@ stream_boundary = sse_boundary
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 DONE = b"data: [DONE]\n\n"
 
-_MODELLED = frozenset({"model", "messages", "stream", "stream_options", "tools", "tool_choice", "max_tokens",
+_MODELLED = frozenset({"model", "messages", "stream", "tools", "tool_choice", "max_tokens",
                        "max_completion_tokens", "temperature", "top_p", "stop", "seed", "parallel_tool_calls",
-                       "response_format", "reasoning_effort", "task_budget"})
+                       "response_format", "reasoning_effort", "task_budget", "top_k", "min_p", "repetition_penalty",
+                       "frequency_penalty", "presence_penalty", "n", "verbosity", "prompt_cache_key"})
+#: fields with no counterpart elsewhere that cannot change the answer: left out when translating
+HINTS = frozenset({"stream_options", "user", "metadata", "store", "service_tier", "safety_identifier", "prediction",
+                   "prompt_cache_retention"})
 
 
 # ── requests ───────────────────────────────────────────────────────────────
@@ -77,7 +81,11 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         role = m["role"]
         parts = _parse_content(m.get("content"))
         if role in ("system", "developer"):
-            system_parts.append("".join(p.text for p in parts if isinstance(p, TextPart)))
+            text = "".join(p.text for p in parts if isinstance(p, TextPart))
+            if messages:  # in the middle of the conversation: it keeps its place
+                messages.append(Message("system", [TextPart(text)]))
+            else:
+                system_parts.append(text)
             continue
         if role == "function":
             role = "tool"
@@ -87,7 +95,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         messages.append(Message(role=role, content=parts, tool_calls=calls,
                                 tool_call_id=m.get("tool_call_id"), name=m.get("name")))
     tools = [Tool(name=t["function"]["name"], description=t["function"].get("description"),
-                  parameters=t["function"].get("parameters"))
+                  parameters=t["function"].get("parameters"), strict=t["function"].get("strict"))
              for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     stop = body.get("stop")
     schema = None
@@ -102,8 +110,12 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         temperature=body.get("temperature"), top_p=body.get("top_p"),
         stop=[stop] if isinstance(stop, str) else list(stop or ()), seed=body.get("seed"),
         parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema,
+        json_mode=isinstance(fmt, dict) and fmt.get("type") == "json_object",
         effort=body.get("reasoning_effort"), task_budget=body.get("task_budget"),
-        extra={k: v for k, v in body.items() if k not in _MODELLED},
+        top_k=body.get("top_k"), min_p=body.get("min_p"), repeat_penalty=body.get("repetition_penalty"),
+        frequency_penalty=body.get("frequency_penalty"), presence_penalty=body.get("presence_penalty"),
+        n=body.get("n"), verbosity=body.get("verbosity"), prompt_cache_key=body.get("prompt_cache_key"),
+        source=NAME, extra={k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS},
     )
 
 
@@ -186,14 +198,42 @@ def _render_parts(parts: list[Any]) -> Any:
     return out
 
 
+#: canonical field -> the name OpenAI-format servers take it by (top_k, min_p and repetition_penalty
+#: are the extension vLLM, llama.cpp, LM Studio and Ollama's /v1 accept; api.openai.com refuses them
+#: with its own 400, which the client then sees)
+_SAMPLING = (("max_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
+             ("effort", "reasoning_effort"), ("top_k", "top_k"), ("min_p", "min_p"),
+             ("repeat_penalty", "repetition_penalty"), ("frequency_penalty", "frequency_penalty"),
+             ("presence_penalty", "presence_penalty"), ("verbosity", "verbosity"),
+             ("prompt_cache_key", "prompt_cache_key"))
+
+
+def _tool_messages(m: Message) -> list[dict[str, Any]]:
+    """A tool result; pictures in it (Chat Completions takes none in a tool message) follow
+    in a user message, so the model still sees them."""
+    text = "".join(p.text for p in m.content if isinstance(p, TextPart))
+    pictures = [p for p in m.content if isinstance(p, ImagePart)]
+    out = [{"role": "tool", "tool_call_id": m.tool_call_id or "",
+            "content": text or ("(the result is the image below)" if pictures else "")}]
+    if pictures:
+        out.append({"role": "user", "content": [
+            {"type": "text", "text": f"Image returned by tool call {m.tool_call_id or ''}:"}, *_render_parts(pictures)]})
+    return out
+
+
 def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     if req.system:
         messages.append({"role": "system", "content": req.system})
+    held: list[dict[str, Any]] = []  # pictures from tool results, sent once the run of tool messages ends
     for m in req.messages:
+        if m.role != "tool" and held:
+            messages += held
+            held = []
         if m.role == "tool":
-            text = "".join(p.text for p in m.content if isinstance(p, TextPart))
-            messages.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": text})
+            tool, *pictures = _tool_messages(m)
+            messages.append(tool)
+            held += pictures
         elif m.role == "assistant":
             visible = [p for p in m.content if not isinstance(p, ThinkingPart)]
             msg: dict[str, Any] = {"role": "assistant", "content": _render_parts(visible) if visible else None}
@@ -202,18 +242,20 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
             messages.append(msg)
         else:
             messages.append({"role": m.role, "content": _render_parts(m.content)})
+    messages += held
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     if req.tools:
         body["tools"] = [{"type": "function", "function": {
-            "name": t.name, **({"description": t.description} if t.description else {}),
-            "parameters": t.parameters or {"type": "object", "properties": {}}}} for t in req.tools]
+            "name": wire_name(t.name, t.namespace), **({"description": t.description} if t.description else {}),
+            "parameters": t.parameters or {"type": "object", "properties": {}},
+            **({"strict": t.strict} if t.strict is not None else {})}} for t in req.tools]
     if req.tool_choice is not None:
         tc = req.tool_choice
         body["tool_choice"] = {"type": "function", "function": {"name": tc["name"]}} if isinstance(tc, dict) else tc
     if req.parallel_tool_calls is not None and req.tools:
         body["parallel_tool_calls"] = req.parallel_tool_calls
-    for key, value in (("max_tokens", req.max_tokens), ("temperature", req.temperature), ("top_p", req.top_p),
-                       ("seed", req.seed), ("reasoning_effort", req.effort)):
+    for field, key in _SAMPLING:
+        value = getattr(req, field)
         if value is not None:
             body[key] = value
     if req.stop:
@@ -223,9 +265,13 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
         if req.output_schema.get("strict") is not None:
             js["strict"] = req.output_schema["strict"]
         body["response_format"] = {"type": "json_schema", "json_schema": js}
+    elif req.json_mode:
+        body["response_format"] = {"type": "json_object"}
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    if req.source == NAME and req.extra:
+        body = {**req.extra, **body}
     return body
 
 
@@ -266,7 +312,8 @@ def _usage_dict(u: Usage) -> dict[str, Any]:
 
 
 def _tool_call_dict(c: ToolCall) -> dict[str, Any]:
-    return {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+    return {"id": c.id, "type": "function", "function": {"name": wire_name(c.name, c.namespace),
+                                                         "arguments": c.arguments}}
 
 
 def render_response(resp: ChatResponse) -> bytes:

@@ -31,8 +31,25 @@ STREAM_END = b"\n\n"
 stream_boundary = sse_boundary
 
 _MODELLED = frozenset({"model", "input", "instructions", "stream", "tools", "tool_choice", "max_output_tokens",
-                       "temperature", "top_p", "text", "reasoning", "parallel_tool_calls", "store",
-                       "previous_response_id", "metadata", "include", "truncation", "user"})
+                       "temperature", "top_p", "text", "reasoning", "parallel_tool_calls", "prompt_cache_key"})
+#: fields with no counterpart elsewhere that cannot change the answer: left out when translating.
+#: (``include: ["reasoning.encrypted_content"]`` is answered with what the provider gives: a
+#: thinking signature where it has one, nothing where it has none)
+HINTS = frozenset({"store", "include", "metadata", "user", "safety_identifier", "service_tier", "truncation",
+                   "client_metadata", "stream_options", "prompt_cache_retention"})
+#: tools OpenAI runs itself: left out for every provider fastroute reaches (none runs them), and named
+#: in the answer's ``x-router-omitted-tools`` header
+HOSTED_TOOLS = frozenset({"web_search", "web_search_preview", "web_search_preview_2025_03_11", "file_search",
+                          "code_interpreter", "image_generation", "computer_use_preview", "computer", "mcp",
+                          "tool_search"})
+#: input items that record a hosted tool's run: they go where the hosted tools go
+_HOSTED_ITEMS = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call",
+                           "computer_call", "computer_call_output", "mcp_call", "mcp_list_tools",
+                           "mcp_approval_request", "mcp_approval_response", "tool_search_call",
+                           "tool_search_output"})
+#: the parameters a freeform (``custom``) tool is offered with to providers that only take functions
+CUSTOM_PARAMETERS = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"],
+                     "additionalProperties": False}
 _UNSERVABLE = {
     "previous_response_id": "fastroute keeps no responses: send the whole conversation in 'input'",
     "conversation": "fastroute keeps no conversations: send the whole conversation in 'input'",
@@ -105,10 +122,28 @@ def _parts(content: Any, where: str) -> list[Any]:
     return parts
 
 
+def _custom_input(call: ToolCall) -> str:
+    """The freeform input of a custom tool call, from its canonical ``{"input": text}`` arguments."""
+    try:
+        args = orjson.loads(call.arguments) if call.arguments else {}
+    except orjson.JSONDecodeError:
+        return call.arguments
+    return args.get("input", "") if isinstance(args, dict) and isinstance(args.get("input"), str) else call.arguments
+
+
+def _assistant(messages: list[Message]) -> Message:
+    """The assistant turn an output item belongs to: the last one, unless something came after it."""
+    if messages and messages[-1].role == "assistant":
+        return messages[-1]
+    messages.append(Message("assistant", []))
+    return messages[-1]
+
+
 def parse_request(body: dict[str, Any]) -> ChatRequest:
     model, stream = check_request(body)
     system: list[str] = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
     messages: list[Message] = []
+    hosted: list[tuple[str, str, dict[str, Any]]] = []
     inp = body["input"]
     items = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp
     for i, item in enumerate(items):
@@ -117,7 +152,11 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         if kind == "message":
             role = item.get("role")
             if role in ("system", "developer"):
-                system.append("".join(p.text for p in _parts(item.get("content"), where) if isinstance(p, TextPart)))
+                text = "".join(p.text for p in _parts(item.get("content"), where) if isinstance(p, TextPart))
+                if messages:  # in the middle of the conversation: it keeps its place
+                    messages.append(Message("system", [TextPart(text)]))
+                else:
+                    system.append(text)
             elif role in ("user", "assistant"):
                 parts = _parts(item.get("content"), where)
                 if role == "assistant" and messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
@@ -126,51 +165,72 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                     messages.append(Message(role, parts))
             else:
                 raise BadRequest(f"'{where}.role' must be user, assistant, system or developer", param=where)
-        elif kind == "function_call":
-            call = ToolCall(id=item.get("call_id") or item.get("id") or "", name=item.get("name", ""),
-                            arguments=item.get("arguments") or "{}")
-            if messages and messages[-1].role == "assistant":
-                messages[-1].tool_calls.append(call)
-            else:
-                messages.append(Message("assistant", [], tool_calls=[call]))
-        elif kind == "function_call_output":
+        elif kind in ("function_call", "custom_tool_call"):
+            custom = kind == "custom_tool_call"
+            arguments = orjson.dumps({"input": item.get("input") or ""}).decode() if custom else (
+                item.get("arguments") or "{}")
+            _assistant(messages).tool_calls.append(ToolCall(
+                id=item.get("call_id") or item.get("id") or "", name=item.get("name", ""), arguments=arguments,
+                namespace=item.get("namespace"), kind="custom" if custom else "function"))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             parts = _parts(output, where) if isinstance(output, list) else [TextPart(str(output or ""))]
             messages.append(Message("tool", parts, tool_call_id=item.get("call_id")))
         elif kind == "reasoning":
             text = "".join(s.get("text", "") for s in item.get("summary") or () if isinstance(s, dict))
             part = ThinkingPart(text, signature=item.get("encrypted_content"))
-            if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
-                messages[-1].content.insert(0, part)
-            else:
+            turn = _assistant(messages)
+            if turn.tool_calls:  # reasoning opens a new step of the assistant's turn
                 messages.append(Message("assistant", [part]))
+            else:
+                turn.content.insert(0, part)
+        elif kind in _HOSTED_ITEMS:
+            hosted.append((NAME, kind, item))
         else:
             raise BadRequest(f"'{where}': input item type {kind!r} is not supported by fastroute", param=where)
-    tools = []
+    tools: list[Tool] = []
     for i, t in enumerate(body.get("tools") or ()):
-        if not isinstance(t, dict) or t.get("type") != "function":
-            kind = t.get("type") if isinstance(t, dict) else None
-            raise BadRequest(f"'tools[{i}]': only function tools can be routed, not {kind!r}", param=f"tools[{i}]")
-        tools.append(Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("parameters")))
+        kind = t.get("type") if isinstance(t, dict) else None
+        if kind == "namespace":
+            for j, inner in enumerate(t.get("tools") or ()):
+                tools.append(_tool(inner, f"tools[{i}].tools[{j}]", t.get("name") or None))
+        elif kind in HOSTED_TOOLS:
+            hosted.append((NAME, kind, t))
+        else:
+            tools.append(_tool(t, f"tools[{i}]", None))
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        choice = {"name": choice.get("name", "")} if choice.get("type") == "function" else None
+        choice = {"name": choice.get("name", "")} if choice.get("type") in ("function", "custom") else None
     elif choice not in ("auto", "none", "required"):
         choice = None
-    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    text = body.get("text") if isinstance(body.get("text"), dict) else {}
+    fmt = text.get("format")
     schema = None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = {"name": fmt.get("name") or "output", "schema": fmt.get("schema") or {}, "strict": fmt.get("strict")}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        schema = {"name": "output", "schema": {"type": "object"}, "strict": False}
     reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
     return ChatRequest(
         model=model, messages=messages, system="\n\n".join(s for s in system if s) or None, stream=stream,
         tools=tools, tool_choice=choice, max_tokens=body.get("max_output_tokens"),
         temperature=body.get("temperature"), top_p=body.get("top_p"),
-        parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema, effort=reasoning.get("effort"),
-        extra={k: v for k, v in body.items() if k not in _MODELLED},
+        parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema,
+        json_mode=isinstance(fmt, dict) and fmt.get("type") == "json_object", effort=reasoning.get("effort"),
+        verbosity=text.get("verbosity"), prompt_cache_key=body.get("prompt_cache_key"), hosted_tools=hosted,
+        source=NAME, extra={k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS},
     )
+
+
+def _tool(t: Any, where: str, namespace: str | None) -> Tool:
+    """A function or custom tool (inside a namespace or not)."""
+    kind = t.get("type") if isinstance(t, dict) else None
+    if kind == "function":
+        return Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("parameters"),
+                    strict=t.get("strict"), namespace=namespace)
+    if kind == "custom":
+        return Tool(name=t.get("name", ""), description=t.get("description"), parameters=CUSTOM_PARAMETERS,
+                    namespace=namespace, kind="custom")
+    raise BadRequest(f"'{where}': tool type {kind!r} is not supported by fastroute "
+                     f"(function, custom, namespace and the hosted tools are)", param=where)
 
 
 # ── answers ────────────────────────────────────────────────────────────────
@@ -202,8 +262,15 @@ def _message_item(id: str, text: str, status: str = "completed") -> dict[str, An
 
 
 def _call_item(id: str, c: ToolCall, status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": id, "call_id": c.id, "name": c.name, "arguments": c.arguments,
-            "status": status}
+    if c.kind == "custom":
+        item = {"type": "custom_tool_call", "id": id, "call_id": c.id, "name": c.name, "input": _custom_input(c),
+                "status": status}
+    else:
+        item = {"type": "function_call", "id": id, "call_id": c.id, "name": c.name, "arguments": c.arguments,
+                "status": status}
+    if c.namespace:
+        item["namespace"] = c.namespace
+    return item
 
 
 def _reasoning_item(id: str, text: str, signature: str | None) -> dict[str, Any]:
@@ -279,6 +346,14 @@ class StreamRenderer:
             item["status"] = "completed"
             out += self._event("response.function_call_arguments.done", {
                 "item_id": item["id"], "output_index": index, "name": item["name"], "arguments": item["arguments"]})
+        elif item["type"] == "custom_tool_call":
+            # the provider streamed {"input": ...} as function arguments: the freeform input, whole
+            item = _call_item(item["id"], ToolCall(item["call_id"], item["name"], "".join(self._text),
+                                                   item.get("namespace"), "custom"))
+            out += self._event("response.custom_tool_call_input.delta", {
+                "item_id": item["id"], "output_index": index, "delta": item["input"]})
+            out += self._event("response.custom_tool_call_input.done", {
+                "item_id": item["id"], "output_index": index, "input": item["input"]})
         self._text = []
         self._output.append(item)
         return out + self._event("response.output_item.done", {"output_index": index, "item": item})
@@ -324,15 +399,15 @@ class StreamRenderer:
                 "item_id": self._open["id"], "output_index": index, "summary_index": 0, "delta": ev.text})
         if kind == "tool_call":
             c = ev.tool_call
-            item = {"type": "function_call", "id": _new_id("fc"), "call_id": c.id, "name": c.name,
-                    "arguments": "", "status": "in_progress"}
+            item = _call_item(_new_id("ctc" if c.kind == "custom" else "fc"), ToolCall(c.id, c.name, "", c.namespace,
+                                                                                     c.kind), "in_progress")
             out += self._open_item(item)
             self._calls[ev.index] = len(self._output)
             if c.arguments:
                 out += self._args(c.arguments)
             return out
         if kind == "tool_args":
-            if self._open is not None and self._open["type"] == "function_call" \
+            if self._open is not None and self._open["type"] in ("function_call", "custom_tool_call") \
                     and self._calls.get(ev.index) == len(self._output):
                 out += self._args(ev.text)
             return out
@@ -348,6 +423,9 @@ class StreamRenderer:
 
     def _args(self, delta: str) -> bytes:
         assert self._open is not None
+        if self._open["type"] == "custom_tool_call":  # JSON of {"input": ...} until the call is complete
+            self._text.append(delta)
+            return b""
         self._open["arguments"] += delta
         return self._event("response.function_call_arguments.delta", {
             "item_id": self._open["id"], "output_index": len(self._output), "delta": delta})

@@ -29,8 +29,14 @@ class AnthropicProvider(HTTPProvider):
         for name in FORWARDED:
             if client_headers and client_headers.get(name):
                 headers[name] = client_headers[name]
-        if request is not None and request.task_budget is not None:
+        if request is not None:  # a translated request: the betas its fields need
+            needed = [beta for beta, wanted in (
+                (dialect.TASK_BUDGET_BETA, request.task_budget is not None),
+                # rendered as system messages in place only for a client of this dialect, which asked for it
+                (dialect.MID_CONVERSATION_SYSTEM_BETA,
+                 request.source == dialect.NAME and any(m.role == "system" for m in request.messages)),
+            ) if wanted]
             betas = [b for b in headers.get("anthropic-beta", "").split(",") if b]
-            if dialect.TASK_BUDGET_BETA not in betas:
-                headers["anthropic-beta"] = ",".join([*betas, dialect.TASK_BUDGET_BETA])
+            if any(b not in betas for b in needed):
+                headers["anthropic-beta"] = ",".join([*betas, *(b for b in needed if b not in betas)])
         return headers

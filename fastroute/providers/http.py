@@ -81,12 +81,7 @@ class HTTPProvider(Provider):
 
     # translation ----------------------------------------------------------
 
-    def check_request(self, request: ChatRequest) -> None:
-        """Refuse, with a clear 400, what this provider cannot take (never drop it)."""
-        self.dialect.check_translatable(request, self.name)
-
     async def send(self, request: ChatRequest, client_key: str | None = None) -> ChatResponse:
-        self.check_request(request)
         body = orjson.dumps(self.dialect.render_request(request, stream=False))
         reply = await self.post_raw(body, client_key, request=request)
         try:
@@ -97,7 +92,6 @@ class HTTPProvider(Provider):
 
     async def open_stream(self, request: ChatRequest, client_key: str | None = None) -> AsyncIterator[StreamEvent]:
         """Start a streamed call (errors before the first byte raise here), then its events."""
-        self.check_request(request)
         body = orjson.dumps(self.dialect.render_request(request, stream=True))
         reply = await self.stream_raw(body, client_key, request=request)
         return self._events(reply)

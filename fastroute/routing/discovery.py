@@ -1,7 +1,7 @@
 """Live model discovery: what local servers serve, refreshed in the background.
 
-``ollama`` providers via ``/api/tags`` and ``/api/show`` (capabilities vision
-and tools, and ``coding`` inferred from the name and family); ``openai``-format
+``ollama`` providers via ``/api/tags`` and ``/api/show`` (capabilities vision,
+tools and thinking — ``reasoning`` here —, and ``coding`` inferred from the name and family); ``openai``-format
 servers (llama.cpp, vLLM, LM Studio) via ``/v1/models``.  Discovery uses httpx
 (convenience over microseconds: it is off the request path).  A provider that
 does not answer keeps its last known list and is marked unreachable.
@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 import httpx
 
 from fastroute.config import Config, DiscoverRule
 from fastroute.providers import Provider
+from fastroute.routing.model_names import looks_like_coder, looks_like_reasoner
 
 log = logging.getLogger("fastroute.discovery")
 
-_CODING = re.compile(r"cod(e|er|estral)|devstral|starcoder|deepseek-coder|codegemma|codellama|qwen.*coder", re.I)
 
 
 def discoverable(config: Config, providers: dict[str, Provider]) -> list[Provider]:
@@ -33,7 +32,9 @@ def discoverable(config: Config, providers: dict[str, Provider]) -> list[Provide
 
 def infer_capabilities(name: str, family: str = "", reported: list[str] | None = None) -> frozenset[str]:
     caps = {c for c in reported or () if c in ("vision", "tools")}
-    if _CODING.search(name) or _CODING.search(family):
+    if "thinking" in (reported or ()) or looks_like_reasoner(name):  # "thinking": Ollama's word for it
+        caps.add("reasoning")
+    if looks_like_coder(name, family):
         caps.add("coding")
     return frozenset(caps)
 
