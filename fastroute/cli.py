@@ -13,16 +13,29 @@ from fastroute import __version__
 from fastroute.errors import ConfigError
 
 
+#: the config ``serve`` and ``check`` use when none is named and this file is in the current directory
+LOCAL_CONFIG = "fastroute.toml"
+FOUND_HERE = " (found in the current directory)"
+
+
 def _load_raw(path: str | None) -> tuple[dict[str, Any], str, list[str]]:
-    """(raw config, source name, lines about what was found) for a path or the embedded default."""
+    """(raw config, source name, lines about what was found) for a path, else ``./fastroute.toml``
+    when there is one, else the embedded default."""
+    from fastroute.config import read_toml
+
+    if path is None and Path(LOCAL_CONFIG).is_file():
+        path = f"./{LOCAL_CONFIG}"
     if path is None:
         from fastroute.defaults import embedded_config, probe_ollama
 
         raw, found = embedded_config(os.environ, probe_ollama())
         return raw, "<embedded default>", found
-    from fastroute.config import read_toml
-
     return read_toml(path), path, []
+
+
+def _named(source: str, path: str | None) -> str:
+    """The config's name for a banner: says so when it was found rather than named."""
+    return source + (FOUND_HERE if path is None and source == f"./{LOCAL_CONFIG}" else "")
 
 
 def _prepare(raw: dict[str, Any], source: str) -> Any:
@@ -53,6 +66,24 @@ def _print_table(usable: Any, router: Any, out: Any) -> None:
         print(f"  {line}", file=out)
 
 
+def _print_bases(s: Any, out: Any) -> None:
+    """The base URL each client family takes, the dashboard's, and what the console will show."""
+    from fastroute.server import base_urls
+
+    at = base_urls.origin(s.host, s.port)
+    print("\nbase URLs for clients:", file=out)
+    rows = [(label, url, f"clients add {adds}") for label, url, adds in base_urls.banner(at)]
+    if s.dashboard:
+        rows.append(("dashboard", f"{at}/dashboard", "in a browser"))
+    for label, url, note in rows:
+        print(f"  {label:<26} {url:<32} {note}", file=out)
+    if base_urls.listens_everywhere(s.host):
+        print(f"  (listening on every address of this machine: from elsewhere, use its address for {at})",
+              file=out)
+    shown = "every request" if s.access_log else "every failed request (every request: --access-log)"
+    print(f"a line here for {shown}.  Ctrl-C stops.", file=out, flush=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from fastroute.config import require_env
 
@@ -62,6 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         require_env(config)  # a variable set only where it is served: say so, it is not a config error
     except ConfigError as exc:
         warnings = [*warnings, f"{exc.path}: {exc.problem} (serve would refuse to start here)"]
+    print(f"config: {_named(source, args.config)}")
     for line in found:
         print(f"  {line}")
     for w in warnings:
@@ -79,7 +111,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = args.config_flag or args.config
     raw, source, found = _load_raw(path)
     server = dict(raw.get("server") or {})
-    for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers)):
+    for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers),
+                       ("access_log", args.access_log or None)):
         if value is not None:
             server[key] = value
     raw = {**raw, "server": server}
@@ -88,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     s = config.server
     print(f"fastroute {__version__} on {loop_name()}, speedups: {_speedups.implementation()}, "
           f"upstream client: {s.upstream_client}, workers: {s.workers}")
-    print(f"config: {source}")
+    print(f"config: {_named(source, path)}")
     if config.events.redis_url:
         from fastroute.recording.redis_relay import where
 
@@ -99,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}")
     _print_table(usable, router, sys.stdout)
-    print(f"\nPoint OpenAI clients at  http://{s.host}:{s.port}/v1   (Ctrl-C stops)", flush=True)
+    _print_bases(s, sys.stdout)
     serve(raw, source, s.host, s.port, s.workers, s.shutdown_grace_s)
     return 0
 
@@ -132,16 +165,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fastroute {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the router (no config: an embedded default)")
-    s.add_argument("config", nargs="?", help="TOML config file")
+    s = sub.add_parser("serve", help="run the router (no config: ./fastroute.toml, else an embedded default)")
+    s.add_argument("config", nargs="?", help="TOML config file (none: ./fastroute.toml if there is one)")
     s.add_argument("--config", dest="config_flag", metavar="CONFIG", help="TOML config file (same as the argument)")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port to listen on (default 8090)")
     s.add_argument("--workers", type=int, help="worker processes (default 1)")
+    s.add_argument("--access-log", action="store_true",
+                   help="print a line per request (failed requests are printed anyway)")
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("check", help="validate a config and print the providers and routing table")
-    c.add_argument("config", nargs="?", help="TOML config file (none: the embedded default)")
+    c.add_argument("config", nargs="?", help="TOML config file (none: ./fastroute.toml, else the embedded default)")
     c.set_defaults(func=cmd_check)
 
     i = sub.add_parser("init", help="write a commented example config")

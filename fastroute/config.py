@@ -38,6 +38,8 @@ class ServerConfig:
     #: seconds in-flight requests get to finish after Ctrl-C / SIGTERM
     shutdown_grace_s: float = 30.0
     workers: int = 1
+    #: print one line per request on stdout (failed requests are printed whatever this says)
+    access_log: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,8 @@ def embedded_config(environ: Mapping[str, str], ollama_models: list[str] | None)
         providers.append({"name": "openai", "format": "openai", "base_url": "https://api.openai.com/v1",
                           "api_key_env": "OPENAI_API_KEY", "cost_per_1m_tokens": 5.0, "quality": 90})
         routers += [{"type": "prefix", "model_prefix": p, "provider": "openai"}
-                    for p in ("gpt-", "o1", "o3", "o4", "chatgpt-")]
-        found.append("openai     $OPENAI_API_KEY is set: models gpt-*, o1*, o3*, o4*, chatgpt-*")
+                    for p in ("gpt-", "o1", "o3", "o4-", "chatgpt-")]
+        found.append("openai     $OPENAI_API_KEY is set: models gpt-*, o1*, o3*, o4-*, chatgpt-*")
     else:
         found.append("openai     $OPENAI_API_KEY not set")
     if environ.get("ANTHROPIC_API_KEY"):

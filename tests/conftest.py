@@ -104,7 +104,7 @@ def stub_config(stub: StubUpstream, upstream_client: str = "aiohttp") -> str:
     return f"""
 [server]
 upstream_client = "{upstream_client}"
-max_body_bytes = 65536
+max_body_bytes = 262144   # above a real agent request (~80 KB), far below the default
 
 [failover]
 breaker_threshold = 1000   # these tests fail on purpose; breakers have their own tests

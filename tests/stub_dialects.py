@@ -127,6 +127,20 @@ async def anthropic_messages(stub: Any, request: web.Request, body: dict[str, An
     return resp
 
 
+async def anthropic_count_tokens(stub: Any, request: web.Request, body: dict[str, Any]) -> web.Response:
+    """``/v1/messages/count_tokens``: ``input_tokens`` is 1000 + the length of the messages' JSON,
+    so a test can tell the stub's answer from a local count.  ``stub-error-500``, ``stub-context``
+    (a 400) and ``stub-hang`` as for messages."""
+    model = behaviour(body.get("model", ""))
+    if model == "stub-error-500":
+        return _anthropic_error(500, "api_error", "the stub's engine exploded")
+    if model == "stub-context":
+        return _anthropic_error(400, "invalid_request_error", "prompt is too long: 9000 tokens > 8192 maximum")
+    if model == "stub-hang":
+        await asyncio.sleep(3600)
+    return web.json_response({"input_tokens": 1000 + len(orjson.dumps(body.get("messages")))})
+
+
 # ── Ollama ────────────────────────────────────────────────────────────────
 
 def ollama_plan(body: dict[str, Any]) -> tuple[str, str | None]:

@@ -39,6 +39,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    query: str = ""
 
 
 @dataclass
@@ -85,6 +86,7 @@ class StubUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/messages", self._dialect(stub_dialects.anthropic_messages))
+        app.router.add_post("/v1/messages/count_tokens", self._dialect(stub_dialects.anthropic_count_tokens))
         app.router.add_post("/api/chat", self._dialect(stub_dialects.ollama_chat))
         app.router.add_get("/api/tags", self._tags)
         app.router.add_post("/api/show", self._show)
@@ -132,7 +134,7 @@ class StubUpstream:
     def _dialect(self, handler: Any) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = orjson.loads(await request.read())
-            self.requests.append(Recorded(request.path, dict(request.headers), body))
+            self.requests.append(Recorded(request.path, dict(request.headers), body, request.query_string))
             return await handler(self, request, body)
 
         return handle

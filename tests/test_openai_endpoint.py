@@ -90,7 +90,10 @@ def test_sdk_echo_non_stream_and_stream(router: FastrouteProcess) -> None:
 def test_models_and_health(router: FastrouteProcess) -> None:
     assert httpx.get(f"{router.url}/health").text == "ok"
     ids = {m.id: m.owned_by for m in sdk(router).models.list()}
-    assert ids == {"echo": "echo", "stub-model": "stub", "o/stub-llama": "stub-ollama"}
+    # declared models, then the names the rules route: whole-name prefixes and rewrite targets
+    assert ids == {"echo": "echo", "stub-model": "stub", "o/stub-llama": "stub-ollama", "stub-cookie": "stub",
+                   "alias": "stub", "stub-rewritten": "stub", "slowpoke": "stub-impatient", "stub-hang": "stub",
+                   "forward": "stub-forward", "dead": "dead", "stub": "stub"}
 
 
 # ── keys ──────────────────────────────────────────────────────────────────
@@ -142,7 +145,7 @@ def test_sdk_sees_bad_request(router: FastrouteProcess) -> None:
 
 
 def test_too_large_is_413(router: FastrouteProcess) -> None:
-    resp = post(router, {"model": "echo", "messages": [{"role": "user", "content": "x" * 70000}]})
+    resp = post(router, {"model": "echo", "messages": [{"role": "user", "content": "x" * 300000}]})
     assert resp.status_code == 413
     assert resp.json()["error"]["type"] == "request_too_large"
 

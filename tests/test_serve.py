@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
+import ollama
 import openai
 import pytest
 
@@ -20,8 +24,8 @@ from tests.stub_upstream import StubUpstream
 NO_KEYS = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
 
 
-def test_embedded_default_streams_to_the_openai_sdk() -> None:
-    proc = FastrouteProcess([], env=NO_KEYS).start()
+def test_embedded_default_streams_to_the_openai_sdk(tmp_path: Path) -> None:
+    proc = FastrouteProcess([], env=NO_KEYS, cwd=tmp_path).start()  # a directory without a fastroute.toml
     try:
         client = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="anything", max_retries=0)
         chunks = list(client.chat.completions.create(
@@ -35,7 +39,13 @@ def test_embedded_default_streams_to_the_openai_sdk() -> None:
     assert f"on uvloop, speedups: {_speedups.implementation()}," in proc.output
     assert "echo       built in" in proc.output
     assert "ollama     " in proc.output  # says whether it found one
-    assert f"Point OpenAI clients at  http://127.0.0.1:{proc.port}/v1" in proc.output
+    # the base URL of each client family: /v1 for OpenAI's, none for Anthropic's and Ollama's
+    at = f"http://127.0.0.1:{proc.port}"
+    assert re.search(rf"OpenAI Chat and Responses +{at}/v1 ", proc.output), proc.output
+    assert re.search(rf"Anthropic Messages +{at} +clients add /v1/messages", proc.output), proc.output
+    assert re.search(rf"Ollama +{at} ", proc.output), proc.output
+    assert "/dashboard" not in proc.output  # off by default
+    assert "config: <embedded default>" in proc.output
 
 
 def test_config_flag_and_workers(tmp_path: Path, stub: StubUpstream) -> None:
@@ -169,3 +179,85 @@ def test_open_event_feeds_do_not_hold_up_a_stop(tmp_path: Path, workers: int) ->
     assert code == 0, proc.output
     assert "Killing worker" not in proc.output, proc.output
     assert ended == [True, True, True]
+
+
+HERE_CONFIG = """
+[server]
+dashboard = true
+
+[[providers]]
+name = "echo"
+format = "echo"
+models = ["here-only"]
+
+[[routers]]
+type = "prefix"
+model_prefix = "here"
+provider = "echo"
+"""
+
+
+def test_fastroute_toml_in_the_current_directory_is_used(tmp_path: Path) -> None:
+    (tmp_path / "fastroute.toml").write_text(HERE_CONFIG)
+    proc = FastrouteProcess([], env=NO_KEYS, cwd=tmp_path).start()
+    try:
+        client = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="x", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["here-only", "here"]
+    finally:
+        assert proc.stop() == 0
+    assert "config: ./fastroute.toml (found in the current directory)" in proc.output
+    assert re.search(rf"dashboard +{proc.url}/dashboard ", proc.output), proc.output
+    check = subprocess.run([sys.executable, "-m", "fastroute", "check"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "config: ./fastroute.toml (found in the current directory)" in check.stdout
+    assert "prefix 'here' -> echo" in check.stdout
+    (tmp_path / "fastroute.toml").write_text("[server]\nprot = 1\n")  # found, so its mistakes stop the start
+    broken = subprocess.run([sys.executable, "-m", "fastroute", "check"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert broken.returncode == 2 and "./fastroute.toml: server.prot: unknown key" in broken.stderr
+
+
+@pytest.fixture(scope="module")
+def echo_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
+    conf = tmp_path_factory.mktemp("bases") / "echo.toml"
+    conf.write_text('[[providers]]\nname = "echo"\nformat = "echo"\n\n'
+                    '[[routers]]\ntype = "prefix"\nmodel_prefix = "echo"\nprovider = "echo"\n')
+    proc = FastrouteProcess([str(conf)], env=NO_KEYS).start()
+    yield proc
+    proc.stop()
+
+
+def test_a_base_url_off_by_v1_gets_a_404_naming_the_right_one(echo_only: FastrouteProcess) -> None:
+    at = echo_only.url
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.NotFoundError) as gpt_twice:  # base URL .../v1/v1
+        openai.OpenAI(base_url=f"{at}/v1/v1", api_key="x", max_retries=0).chat.completions.create(
+            model="echo", messages=messages)
+    assert "/v1 twice" in gpt_twice.value.message and f"base URL {at}/v1 " in gpt_twice.value.message
+    bare = openai.OpenAI(base_url=at, api_key="x", max_retries=0)  # base URL without /v1
+    with pytest.raises(openai.NotFoundError) as responses:
+        bare.responses.create(model="echo", input="hi")
+    assert "lacks /v1" in responses.value.message and f"base URL {at}/v1 " in responses.value.message
+    with pytest.raises(openai.NotFoundError) as models:
+        bare.models.list()
+    assert f"base URL {at}/v1 " in models.value.message
+    assert bare.chat.completions.create(model="echo", messages=messages).choices[0].message.content == "hi"
+
+    with pytest.raises(anthropic.NotFoundError) as claude_twice:  # base URL .../v1: the SDK adds /v1 itself
+        anthropic.Anthropic(base_url=f"{at}/v1", api_key="x", max_retries=0).messages.create(
+            model="echo", max_tokens=5, messages=messages)
+    body = claude_twice.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    assert f"base URL {at}, without /v1" in body["error"]["message"]
+    short = httpx.post(f"{at}/messages", json={"model": "echo", "max_tokens": 5, "messages": messages})
+    assert short.status_code == 404 and short.json()["type"] == "error"
+    assert f"base URL {at} " in short.json()["error"]["message"]
+    listing = httpx.get(f"{at}/models", headers={"anthropic-version": "2023-06-01"})
+    assert listing.status_code == 404 and listing.json()["error"]["type"] == "not_found_error"
+
+    with pytest.raises(ollama.ResponseError) as llama:  # Ollama's base URL has no /v1
+        ollama.Client(host=f"{at}/v1").chat(model="echo", messages=messages)
+    assert llama.value.status_code == 404 and f"base URL {at}, without /v1" in llama.value.error
+    wrong_method = httpx.get(f"{at}/v1/chat/completions")
+    assert wrong_method.status_code == 404 and wrong_method.json()["error"]["message"].endswith("use POST")

@@ -37,6 +37,10 @@ class HTTPProvider(Provider):
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
 
+    def url_for(self, client_headers: Mapping[str, str] | None) -> str:
+        """The endpoint for one call (a same-dialect call may carry what the client's URL said)."""
+        return self.url
+
     def headers(self, client_key: str | None, stream: bool, client_headers: Mapping[str, str] | None = None,
                 request: ChatRequest | None = None) -> dict[str, str]:
         """Headers for one call: this provider's key (or, if it says so, the client's), never both."""
@@ -49,11 +53,13 @@ class HTTPProvider(Provider):
     # bytes ----------------------------------------------------------------
 
     async def post_raw(self, body: bytes, client_key: str | None,
-                       client_headers: Mapping[str, str] | None = None, request: ChatRequest | None = None) -> Reply:
-        """POST a body in this provider's dialect; a non-2xx answer raises, named for this provider."""
+                       client_headers: Mapping[str, str] | None = None, request: ChatRequest | None = None,
+                       url: str | None = None) -> Reply:
+        """POST a body in this provider's dialect (to ``url``, else the chat endpoint); a non-2xx
+        answer raises, named for this provider."""
         headers = self.headers(client_key, False, client_headers, request)
         try:
-            reply = await self.client.post(self.url, headers, body, self.timeouts)
+            reply = await self.client.post(url or self.url_for(client_headers), headers, body, self.timeouts)
         except (UpstreamError, UpstreamTimeout) as exc:
             raise self.transport_error(exc) from exc
         if reply.status >= 300:
@@ -66,7 +72,7 @@ class HTTPProvider(Provider):
         """Open a streamed call; returns once the upstream's status is known."""
         headers = self.headers(client_key, True, client_headers, request)
         try:
-            reply = await self.client.stream(self.url, headers, body, self.timeouts)
+            reply = await self.client.stream(self.url_for(client_headers), headers, body, self.timeouts)
         except (UpstreamError, UpstreamTimeout) as exc:
             raise self.transport_error(exc) from exc
         if reply.status >= 300:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from fastroute.canonical import ChatRequest, TextPart
+from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
@@ -40,10 +41,12 @@ def _clip(text: str | None) -> str | None:
 
 class Recorder:
     def __init__(self, events: EventBus, metrics: Metrics | None = None, log: RequestLog | None = None,
-                 costs: dict[str, float] | None = None) -> None:
+                 costs: dict[str, float] | None = None, console: ConsoleLog | None = None) -> None:
         self.events = events
         self.metrics = metrics
         self.log = log
+        #: the line on stdout (failures; every request with --access-log)
+        self.console = console
         self.costs = costs or {}
         #: which worker process answered (with --workers N, events of all of them reach every viewer)
         self.worker = os.getpid()
@@ -76,13 +79,15 @@ class Recorder:
             "tags": list(ex.tags), "response_tags": list(ex.response_tags), "plugins": list(ex.plugins),
             "system": request.system if request is not None else None, "messages": _messages(request),
             "response": ex.response_text, "error": ex.error, "usage": usage, "cost_usd": cost,
-            "attempts": list(ex.attempts),
+            "attempts": list(ex.attempts), "omitted_tools": list(ex.omitted_tools),
         }
 
     def complete(self, ex: Any, in_flight: int) -> None:
         entry = self.entry(ex)
         if self.log is not None:
             self.log.write(entry)
+        if self.console is not None:
+            self.console.note(entry)
         if self.metrics is not None:
             self.metrics.observe(entry)
             self.metrics.in_flight.set(in_flight)

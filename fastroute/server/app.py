@@ -8,6 +8,7 @@ from importlib import resources
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import cached_property
 from types import ModuleType
 from typing import Any
 
@@ -21,6 +22,7 @@ from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
 from fastroute.formats import responses as responses_dialect
 from fastroute.pipeline import Answer, Pipeline, StreamAnswer
+from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
@@ -28,11 +30,16 @@ from fastroute.recording.recorder import Recorder
 from fastroute.recording.redis_relay import RedisRelay
 from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
+from fastroute.server import model_lists
+from fastroute.server.base_urls import explain_miss
+from fastroute.server.count_tokens import CountTokens
 from fastroute.server.stopping import StopWatch
 from fastroute.providers import build_providers
+from fastroute.providers.anthropic import BETA_QUERY
 from fastroute.providers.transport import make_client
 from fastroute.pipeline import request_needs
 from fastroute.routing import Router
+from fastroute.routing.catalogue import Catalogue, Listed
 from fastroute.routing.classifiers import request_text, run_all
 from fastroute.routing.rules import describe_rule
 from fastroute.routing.discovery import Discovery
@@ -151,6 +158,8 @@ class Handlers:
                 return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
             forwarded = {name.decode(): value.decode("latin-1") for name in FORWARDED_HEADERS
                          if (value := request.get_first_header(name)) is not None}
+            if request.query.get("beta") == ["true"]:  # the Anthropic SDK's beta marker goes on with the body
+                forwarded[BETA_QUERY] = "true"
             receive = getattr(request.content, "receive", None)
             return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded), receive)
 
@@ -197,20 +206,36 @@ class Handlers:
     async def health(self, request: Request) -> Response:
         return Response(200, None, Content(b"text/plain; charset=utf-8", b"ok"))
 
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """The models a client can ask for (``GET /v1/models``, ``GET /api/tags``)."""
+        return Catalogue(self.config, self.pipeline.providers)
+
     async def models(self, request: Request) -> Response:
+        """``GET /v1/models``: OpenAI's list, or Anthropic's when the request carries ``anthropic-version``."""
+        dialect = _models_dialect(request)
         try:
             self.check_key(request)
+            if dialect is anthropic_dialect:
+                return _json(200, model_lists.anthropic_list(self._served(), request.query))
         except RequestError as err:
-            return error_response(err)
-        data = []
-        for name, provider in self.pipeline.providers.items():
-            for model in provider.models():
-                entry = {"id": model, "object": "model", "created": 0, "owned_by": name}
-                caps = provider.capabilities(model)
-                if caps is not None:  # declared or discovered: vision, tools, coding
-                    entry["capabilities"] = sorted(caps)
-                data.append(entry)
-        return _json(200, {"object": "list", "data": data})
+            return error_response(err, dialect)
+        return _json(200, model_lists.openai_list(self._served()))
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``: one model, in OpenAI's shape or Anthropic's; 404 when none serves it."""
+        dialect = _models_dialect(request)
+        name = request.route_values.get("model_id", "")
+        try:
+            self.check_key(request)
+            found = self.catalogue.find(name) if name else None
+            if found is None:
+                raise NotFound(f"model '{name}' is not served here: GET /v1/models lists what is",
+                               param="model", code="model_not_found")
+        except RequestError as err:
+            return error_response(err, dialect)
+        draw = model_lists.anthropic_model if dialect is anthropic_dialect else model_lists.openai_model
+        return _json(200, draw(found))
 
     async def explain_route(self, request: Request) -> Response:
         """``POST /v1/route``: which rule would serve this body, and why each earlier one would not.
@@ -244,18 +269,15 @@ class Handlers:
 
     # Ollama's model endpoints, so tools built for Ollama can list and inspect what fastroute serves
 
-    def _served(self) -> list[tuple[str, str]]:
-        return [(model, name) for name, provider in self.pipeline.providers.items() for model in provider.models()]
+    def _served(self) -> list[Listed]:
+        return self.catalogue.models()
 
     async def ollama_tags(self, request: Request) -> Response:
         try:
             self.check_key(request)
         except RequestError as err:
             return error_response(err, ollama_dialect)
-        models = [{"name": m, "model": m, "modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": "",
-                   "details": {"format": "", "family": provider, "families": None, "parameter_size": "",
-                               "quantization_level": ""}} for m, provider in self._served()]
-        return _json(200, {"models": models})
+        return _json(200, model_lists.ollama_tags(self._served()))
 
     async def ollama_show(self, request: Request) -> Response:
         try:
@@ -281,8 +303,20 @@ class Handlers:
         return _json(200, {"version": ollama_dialect.VERSION})
 
     async def not_found(self, request: Request) -> Response:
-        dialect = ollama_dialect if request.path.startswith("/api/") else openai_dialect
-        return error_response(NotFound(f"no route for {request.method} {request.path}"), dialect)
+        """404 in the dialect the path belongs to; when the path is an endpoint behind a wrong
+        base URL (``/v1`` twice, or missing), the message says which base URL to use."""
+        at = f"{request.scheme}://{request.host}"
+        anthropic_client = request.get_first_header(b"anthropic-version") is not None
+        name, message = explain_miss(request.method, request.path, at, anthropic_client)
+        console = self.pipeline.recorder.console
+        if console is not None:
+            console.note_miss(404, name, request.method, request.path, message)
+        return error_response(NotFound(message), DIALECTS[name])
+
+
+def _models_dialect(request: Request) -> ModuleType:
+    """Anthropic's SDK sends ``anthropic-version`` on every call; OpenAI's never does."""
+    return anthropic_dialect if request.get_first_header(b"anthropic-version") is not None else openai_dialect
 
 
 def error_response(err: RequestError, dialect: ModuleType = openai_dialect) -> Response:
@@ -315,6 +349,12 @@ def event_relay(config: Config, bus: EventBus) -> EventRelay | RedisRelay | None
     return None
 
 
+def secret_envs(config: Config) -> list[str]:
+    """The variables whose values no printed line may hold: every key the config names."""
+    return [name for name in (config.server.api_key_env, config.events.redis_password_env,
+                              *(p.api_key_env for p in config.providers)) if name]
+
+
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
     """The application for one worker.  Sockets and clients open on startup, not here.
 
@@ -328,7 +368,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     bus = EventBus()
     metrics = Metrics()
     request_log = RequestLog(config.logging.path) if config.logging.enabled else None
-    recorder = Recorder(bus, metrics, request_log, {p.name: p.cost_per_1m_tokens for p in config.providers})
+    console = ConsoleLog(config.server.access_log, secret_envs(config)).start()
+    recorder = Recorder(bus, metrics, request_log, {p.name: p.cost_per_1m_tokens for p in config.providers},
+                        console)
     pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder)
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
@@ -339,6 +381,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_post("/v1/chat/completions", _route(openai_chat))
     app.router.add_post("/chat/completions", _route(openai_chat))
     app.router.add_post("/v1/messages", _route(handlers.chat(anthropic_dialect)))
+    app.router.add_post("/v1/messages/count_tokens", _route(CountTokens(handlers).count_tokens))
     app.router.add_post("/v1/responses", _route(handlers.chat(responses_dialect)))
     app.router.add_post("/api/chat", _route(handlers.chat(ollama_dialect)))
     app.router.add_get("/api/tags", _route(handlers.ollama_tags))
@@ -350,6 +393,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_get("/dashboard", _route(handlers.dashboard))
     app.router.add_get("/dashboard/events", _route(handlers.events))
     app.router.add_get("/v1/models", _route(handlers.models))
+    app.router.add_get("/v1/models/{path:model_id}", _route(handlers.model))
     app.router.fallback = _route(handlers.not_found)
 
     if stop_watch is not None:
@@ -368,6 +412,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await relay.stop()
         if request_log is not None:
             request_log.close()  # everything answered is in the log after a clean stop
+        console.close()
 
     app.on_start += on_start
     app.on_stop += on_stop
