@@ -65,7 +65,9 @@ def test_claude_code_system_message_keeps_its_place(fmt: str) -> None:
         roles = [m["role"] for m in sent["messages"]]
         assert roles == ["system", "user", "system"]
         assert sent["messages"][2]["content"] == mid["content"]
-        assert sent["messages"][0]["content"].startswith("x-anthropic-billing-header")
+        # Claude Code's per-session billing line is Anthropic's, not the model's: a local prefix cache keeps working
+        assert sent["messages"][0]["content"].startswith("You are a Claude agent")
+        assert "x-anthropic-billing-header" not in json.dumps(sent)
 
 
 def test_mid_conversation_system_from_another_dialect_reaches_anthropic_in_the_user_turn() -> None:
@@ -201,6 +203,16 @@ def test_other_sampling_fields_are_mapped() -> None:
     back = upstream("ollama", {"model": "m", "messages": user(), "options": {
         "repeat_penalty": 1.2, "presence_penalty": 0.1, "num_ctx": 8192}}, "openai")[0]
     assert (back["repetition_penalty"], back["presence_penalty"]) == (1.2, 0.1) and "num_ctx" not in json.dumps(back)
+
+
+def test_a_sampling_field_a_format_lacks_is_refused_unless_it_changes_nothing() -> None:
+    body = {"model": "m", "messages": user(), "frequency_penalty": 0.5}
+    with pytest.raises(BadRequest, match="'frequency_penalty': no counterpart in the anthropic format"):
+        upstream("openai", body, "anthropic")
+    with pytest.raises(BadRequest, match="'min_p': no counterpart in the anthropic format"):
+        upstream("ollama", {"model": "m", "messages": user(), "options": {"min_p": 0.1}}, "anthropic")
+    neutral = {"model": "m", "messages": user(), "frequency_penalty": 0, "presence_penalty": 0.0}
+    assert not {"frequency_penalty", "presence_penalty"} & set(upstream("openai", neutral, "anthropic")[0])
 
 
 def test_an_ollama_option_with_no_counterpart_is_refused_elsewhere_and_passed_to_ollama() -> None:

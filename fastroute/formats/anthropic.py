@@ -38,6 +38,8 @@ TASK_BUDGET_BETA = "task-budgets-2026-03-13"
 ROLES = frozenset({"user", "assistant", "system"})  # "system": Anthropic's mid-conversation system messages
 _MODELLED = frozenset({"model", "messages", "system", "stream", "tools", "tool_choice", "max_tokens", "temperature",
                        "top_p", "top_k", "stop_sequences", "thinking", "output_config", "task_budget", "mcp_servers"})
+#: the optional canonical fields (providers/fit.py OPTIONAL_FIELDS) this format renders
+TAKES = frozenset({"top_k", "task_budget"})
 #: fields with no counterpart elsewhere that cannot change the answer: left out when translating
 HINTS = frozenset({"metadata", "context_management", "service_tier", "cache_control", "inference_geo"})
 #: server tools Anthropic runs itself (their type carries a version date); left out for other providers
@@ -134,10 +136,16 @@ def _parse_blocks(content: Any) -> list[Any]:
     return parts
 
 
+#: Claude Code's per-session billing line at the head of its system prompt: meant for Anthropic's
+#: billing, not the model, and different every session (it would defeat a local server's prefix cache)
+BILLING_HEADER = "x-anthropic-billing-header:"
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n\n".join(b.get("text", "") for b in content or () if isinstance(b, dict) and b.get("type") == "text")
+    return "\n\n".join(b.get("text", "") for b in content or () if isinstance(b, dict) and b.get("type") == "text"
+                        and not b.get("text", "").startswith(BILLING_HEADER))
 
 
 def parse_request(body: dict[str, Any]) -> ChatRequest:

@@ -33,6 +33,8 @@ VERSION = "0.12.0"  # what /api/version reports: new enough for clients' feature
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _MODELLED = frozenset({"model", "messages", "stream", "tools", "options", "format", "think"})
+#: the optional canonical fields (providers/fit.py OPTIONAL_FIELDS) this format renders
+TAKES = frozenset({"top_k", "min_p", "frequency_penalty", "presence_penalty", "repeat_penalty"})
 #: fields with no counterpart elsewhere that cannot change the answer: left out when translating
 HINTS = frozenset({"keep_alive"})
 #: Ollama option -> canonical field

@@ -35,6 +35,8 @@ _MODELLED = frozenset({"model", "messages", "stream", "tools", "tool_choice", "m
                        "max_completion_tokens", "temperature", "top_p", "stop", "seed", "parallel_tool_calls",
                        "response_format", "reasoning_effort", "task_budget", "top_k", "min_p", "repetition_penalty",
                        "frequency_penalty", "presence_penalty", "n", "verbosity", "prompt_cache_key"})
+#: the optional canonical fields (providers/fit.py OPTIONAL_FIELDS) this format renders
+TAKES = frozenset({"top_k", "min_p", "frequency_penalty", "presence_penalty", "repeat_penalty"})
 #: fields with no counterpart elsewhere that cannot change the answer: left out when translating
 HINTS = frozenset({"stream_options", "user", "metadata", "store", "service_tier", "safety_identifier", "prediction",
                    "prompt_cache_retention"})

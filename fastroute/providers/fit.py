@@ -21,6 +21,12 @@ from fastroute.errors import BadRequest
 from fastroute.routing.model_names import looks_like_reasoner
 
 
+#: canonical fields some formats lack, with the value that changes nothing (sent or not);
+#: each format's ``TAKES`` says which it renders, and a request that sets another is refused
+OPTIONAL_FIELDS = (("top_k", None), ("min_p", 0), ("frequency_penalty", 0), ("presence_penalty", 0),
+                   ("repeat_penalty", 1), ("task_budget", None))
+
+
 @dataclass(slots=True)
 class Fitted:
     request: ChatRequest
@@ -49,6 +55,11 @@ def fit(request: ChatRequest, provider: object, model: str) -> Fitted:
     translator = getattr(provider, "dialect", None)  # HTTP providers: what their format cannot take at all
     if translator is not None:
         translator.check_translatable(request, name)
+        for key, neutral in OPTIONAL_FIELDS:
+            value = getattr(request, key)
+            if value is not None and value != neutral and key not in translator.TAKES:
+                raise BadRequest(f"'{key}': no counterpart in the {translator.NAME} format of provider '{name}'; "
+                                 "fastroute refuses what it cannot pass on rather than drop it", param=key)
     changes: dict[str, object] = {}
     omitted = [kind for source, kind, _ in request.hosted_tools if source != dialect]
     if omitted:
