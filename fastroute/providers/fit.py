@@ -49,17 +49,14 @@ def fit(request: ChatRequest, provider: object, model: str) -> Fitted:
                          "translation, which carries one answer (send n = 1, or route to a provider of the "
                          "client's own format)", param="n")
     if request.extra and dialect is not None and dialect != request.source:
-        fields = ", ".join(f"'{k}'" for k in sorted(_paths(request.extra)))
-        raise BadRequest(f"{fields}: no counterpart in the {dialect} format of provider '{name}'; "
-                         "fastroute refuses what it cannot pass on rather than drop it", param=next(iter(request.extra)))
+        raise _no_counterpart(sorted(_paths(request.extra)), dialect, name)
     translator = getattr(provider, "dialect", None)  # HTTP providers: what their format cannot take at all
     if translator is not None:
         translator.check_translatable(request, name)
-        for key, neutral in OPTIONAL_FIELDS:
-            value = getattr(request, key)
-            if value is not None and value != neutral and key not in translator.TAKES:
-                raise BadRequest(f"'{key}': no counterpart in the {translator.NAME} format of provider '{name}'; "
-                                 "fastroute refuses what it cannot pass on rather than drop it", param=key)
+        lacking = [key for key, neutral in OPTIONAL_FIELDS
+                   if key not in translator.TAKES and getattr(request, key) not in (None, neutral)]
+        if lacking:
+            raise _no_counterpart(lacking, translator.NAME, name)
     changes: dict[str, object] = {}
     omitted = [kind for source, kind, _ in request.hosted_tools if source != dialect]
     if omitted:
@@ -72,6 +69,11 @@ def fit(request: ChatRequest, provider: object, model: str) -> Fitted:
     if not changes:
         return Fitted(request, omitted)
     return Fitted(dataclasses.replace(request, **changes), sorted(set(omitted)))
+
+
+def _no_counterpart(fields: list[str], dialect: str, provider: str) -> BadRequest:
+    return BadRequest(f"{', '.join(repr(f) for f in fields)}: no counterpart in the {dialect} format of provider "
+                      f"'{provider}'; fastroute refuses what it cannot pass on rather than drop it", param=fields[0])
 
 
 def _paths(extra: dict[str, object]) -> list[str]:
