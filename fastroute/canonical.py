@@ -171,6 +171,8 @@ class ChatRequest:
     hosted_tools: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     #: the client dialect this request was parsed from
     source: str = ""
+    #: what the client dialect's answer says back about the request (Responses: store, previous_response_id)
+    echo: dict[str, Any] = field(default_factory=dict)
     #: fields of the client's dialect that the canonical model does not carry: passed on to a
     #: provider of the same dialect, refused by any other (never silently dropped)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -122,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"fastroute {__version__} on {loop_name()}, speedups: {_speedups.implementation()}, "
           f"upstream client: {s.upstream_client}, workers: {s.workers}")
     print(f"config: {_named(source, path)}")
+    print(_state_line(config))
     if config.events.redis_url:
         from fastroute.recording.redis_relay import where
 
@@ -135,6 +136,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _print_bases(s, sys.stdout)
     serve(raw, source, s.host, s.port, s.workers, s.shutdown_grace_s)
     return 0
+
+
+def _state_line(config: Any) -> str:
+    """Where the Responses state lives, for how long, and how to turn it off."""
+    r = config.responses
+    if not r.store:
+        return "state: Responses are not kept ([responses] store = false)"
+    from fastroute.storage import open_store
+
+    days = r.ttl_s / 86400
+    span = f"{days:g} days" if days >= 1 else f"{r.ttl_s:g} s"
+    line = (f"state: Responses kept for {span} in {config.storage.kind} {open_store(config.storage).where} "
+            "(previous_response_id, item_reference; off: [responses] store = false)")
+    if config.storage.kind == "memory" and config.server.workers > 1:
+        line += ("\nwarning: [storage] kind = \"memory\" is each worker's own: with "
+                 f"{config.server.workers} workers a follow-up request may not find what another kept")
+    return line
 
 
 def cmd_init(args: argparse.Namespace) -> int:

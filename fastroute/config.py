@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 from fastroute.errors import ConfigError
 
 PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
+STORAGE_KINDS = ("sqlite", "memory", "redis")
 UPSTREAM_CLIENTS = ("aiohttp", "httpx")
 CAPABILITIES = ("vision", "tools", "coding", "reasoning")
 
@@ -81,6 +82,38 @@ class EventsConfig:
     channel: str = "fastroute:events"
     #: name of an env var holding the Redis password (kept out of the URL, so out of any output)
     redis_password_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where state that outlives a request lives (see fastroute.storage)."""
+
+    #: "sqlite" (one file, shared by the workers of one machine), "memory" (each worker its own,
+    #: lost at exit) or "redis" (shared by every instance)
+    kind: str = "sqlite"
+    #: the SQLite file; none: $XDG_DATA_HOME/fastroute/state.sqlite3 (~/.local/share/fastroute/...)
+    path: str | None = None
+    #: bytes of keys and values the memory store holds; the least recently used go first
+    memory_max_bytes: int = 64 * 1024 * 1024
+    #: e.g. "redis://10.0.0.5:6379/0"; required by kind = "redis"
+    redis_url: str | None = None
+    #: name of an env var holding the Redis password (kept out of the URL, so out of any output)
+    redis_password_env: str | None = None
+    #: the start of every Redis key
+    key_prefix: str = "fastroute:"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    """What fastroute keeps of OpenAI Responses for later requests (see fastroute.responses_store)."""
+
+    #: keep responses asked with store true or absent (OpenAI's default); off: previous_response_id
+    #: and item_reference get a 400 that says so
+    store: bool = True
+    #: how long a kept response (and its items) can be referred to
+    ttl_s: float = 3 * 24 * 3600.0
+    #: a response whose kept state would be larger is not kept
+    max_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +260,8 @@ class Config:
     failover: FailoverConfig = FailoverConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     events: EventsConfig = EventsConfig()
+    storage: StorageConfig = StorageConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
     classifiers: dict[str, EntryConfig] = field(default_factory=dict)
@@ -243,7 +278,8 @@ class Config:
 def require_env(cfg: Config) -> None:
     """Serving needs the env vars the config names for the server: a ConfigError for one that is unset."""
     checks = (("server.api_key_env", cfg.server.api_key_env, "clients would be refused"),
-              ("events.redis_password_env", cfg.events.redis_password_env, "Redis would refuse the events"))
+              ("events.redis_password_env", cfg.events.redis_password_env, "Redis would refuse the events"),
+              ("storage.redis_password_env", cfg.storage.redis_password_env, "Redis would refuse the storage"))
     for path, name, why in checks:
         if name and not os.environ.get(name):
             raise ConfigError(cfg.source, path, f"${name} is not set; {why}")
@@ -276,8 +312,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     v = _Validator(source)
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
-    known = {"server", "logging", "telemetry", "failover", "discovery", "events", "providers", "routers",
-             "classifiers", "response_classifiers", "plugins"}
+    known = {"server", "logging", "telemetry", "failover", "discovery", "events", "storage", "responses", "providers",
+             "routers", "classifiers", "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
         source=source,
@@ -287,6 +323,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         failover=v.build(FailoverConfig, data.get("failover", {}), "failover"),
         discovery=v.build(DiscoveryConfig, data.get("discovery", {}), "discovery"),
         events=v.build(EventsConfig, data.get("events", {}), "events"),
+        storage=v.build(StorageConfig, data.get("storage", {}), "storage"),
+        responses=v.build(ResponsesConfig, data.get("responses", {}), "responses"),
         providers=tuple(v.build(ProviderConfig, p, f"providers[{i}]")
                         for i, p in enumerate(v.array(data.get("providers", []), "providers"))),
         routers=tuple(v.rule(r, f"routers[{i}]")
@@ -300,6 +338,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def _check_consistency(cfg: Config, v: _Validator) -> None:
+    r = cfg.responses
+    if r.ttl_s <= 0:
+        v.fail("responses.ttl_s", f"must be above 0, got {r.ttl_s}")
+    if r.max_bytes < 1024:
+        v.fail("responses.max_bytes", f"must be at least 1024, got {r.max_bytes}")
     s = cfg.server
     if s.upstream_client not in UPSTREAM_CLIENTS:
         v.fail("server.upstream_client", f"must be one of {', '.join(UPSTREAM_CLIENTS)}, got {s.upstream_client!r}")
@@ -318,13 +361,10 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         v.fail("server.max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
     e = cfg.events
     if e.redis_url is not None:
-        scheme = e.redis_url.partition("://")[0]
-        if scheme not in ("redis", "rediss", "unix"):
-            v.fail("events.redis_url", "must be a redis://, rediss:// or unix:// URL")
-        elif "@" in e.redis_url.partition("://")[2].partition("/")[0]:
-            v.fail("events.redis_url", "must not hold a password: name an env var in events.redis_password_env")
+        _check_redis_url(v, "events", e.redis_url)
     if not e.channel:
         v.fail("events.channel", "must not be empty")
+    _check_storage(cfg.storage, v)
     seen: set[str] = set()
     for i, p in enumerate(cfg.providers):
         path = f"providers[{i}]"
@@ -355,6 +395,33 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
                                              "discover rules need an ollama or openai provider")
         if isinstance(rule, FallbackRule) and not 0.0 <= rule.quality_bias <= 1.0:
             v.fail(f"routers[{i}].quality_bias", f"must be between 0 and 1, got {rule.quality_bias}")
+
+
+def _check_redis_url(v: _Validator, section: str, url: str) -> None:
+    """A Redis URL of ``[events]`` or ``[storage]``: redis, rediss or unix, and no password in it."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("redis", "rediss", "unix"):
+        v.fail(f"{section}.redis_url", "must be a redis://, rediss:// or unix:// URL")
+    query = rest.partition("?")[2]
+    if "@" in rest.partition("/")[0] or any(p.partition("=")[0] == "password" for p in query.split("&")):
+        v.fail(f"{section}.redis_url", f"must not hold a password: name an env var in {section}.redis_password_env")
+
+
+def _check_storage(s: StorageConfig, v: _Validator) -> None:
+    if s.kind not in STORAGE_KINDS:
+        v.fail("storage.kind", f"must be one of {', '.join(STORAGE_KINDS)}, got {s.kind!r}")
+    if s.path is not None and not s.path:
+        v.fail("storage.path", "must not be empty (leave it out for the default location)")
+    if s.memory_max_bytes < 1:
+        v.fail("storage.memory_max_bytes", f"must be positive, got {s.memory_max_bytes}")
+    if s.kind == "redis":
+        if s.redis_url is None:
+            v.fail("storage.redis_url", 'required with kind = "redis"')
+        _check_redis_url(v, "storage", s.redis_url)
+    else:
+        for key in ("redis_url", "redis_password_env"):
+            if getattr(s, key) is not None:
+                v.fail(f"storage.{key}", f'only used with kind = "redis" (kind is {s.kind!r})')
 
 
 def _rule_provider_refs(rule: Any) -> list[tuple[str, str]]:

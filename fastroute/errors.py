@@ -5,6 +5,8 @@ Every error that can reach a client knows its HTTP status and its error type;
 
     FastrouteError
     ├── ConfigError                 startup: the file, the key path, the problem
+    ├── StorageError                the state store cannot be opened (fastroute.storage.base)
+    │   └── StorageUnavailable      503 storage_unavailable: its backend is down now (also a RequestError)
     └── RequestError                anything answered to a client
         ├── BadRequest              400 invalid_request_error
         │   └── NoRoute             400 no provider configured for model '…'

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import orjson
+
 from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage, own_call
 from fastroute.config import Config
 from fastroute.errors import ProviderStatusError, RequestError, UpstreamError, UpstreamTimeout
@@ -75,6 +77,8 @@ class Exchange:
     request: Any = None
     #: hosted tools the provider could not run, left out of what it received
     omitted_tools: list[str] = field(default_factory=list)
+    #: what the client dialect's state keeps of this exchange once answered (Responses), if anything
+    kept: Any = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -98,8 +102,11 @@ class StreamAnswer:
 
 class Pipeline:
     def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
-                 health: Health | None = None, recorder: Recorder | None = None) -> None:
+                 health: Health | None = None, recorder: Recorder | None = None,
+                 states: dict[str, Any] | None = None) -> None:
         self.config = config
+        #: per client dialect, the state it keeps across requests (Responses: responses_store.ResponsesStore)
+        self.states = states or {}
         self.providers = providers
         self.router = router
         self.health = health or Health(config.failover)
@@ -136,6 +143,9 @@ class Pipeline:
                     if p.id == "pareto-router":
                         settings.setdefault("tier", tier)
             ex.plugins = [p.id for p, _ in plugins]
+            state = self.states.get(dialect.NAME)
+            if state is not None:  # what earlier requests left (previous_response_id, item_reference)
+                ex.kept = await state.prepare(body, client_key)
             request = dialect.parse_request(body) if (self._always_parse or plugins) else None
             ex.request = request
             if request is not None:
@@ -207,7 +217,7 @@ class Pipeline:
                                 headers + dialect.STREAM_HEADERS, dialect.STREAM_CONTENT_TYPE)
         ex.usage, ex.response_text = response.usage, response.text()
         self.finish(ex)
-        return Answer(200, dialect.render_response(response), headers)
+        return Answer(200, self._rendered(ex, dialect, response, ctx.request), headers)
 
     def _route(self, model: str, ex: Exchange, request: ChatRequest | None, ctx: PluginContext | None) -> Route:
         needs = request_needs(request) if request is not None else ()
@@ -307,7 +317,7 @@ class Pipeline:
             await self._after(ex, response, plugins, ctx or PluginContext(request, {}, ex.tags))
         ex.usage, ex.response_text = response.usage, response.text()
         self.finish(ex)
-        return Answer(200, dialect.render_response(response), self._headers(ex))
+        return Answer(200, self._rendered(ex, dialect, response, request), self._headers(ex))
 
     async def _after(self, ex: Exchange, response: ChatResponse, plugins: list[Any], ctx: PluginContext) -> bool:
         """Response classifiers, then post_response; True when a plugin changed the answer."""
@@ -316,6 +326,13 @@ class Pipeline:
         changed = await self._hooks("post_response", plugins, ctx)
         await self._hooks("on_end", plugins, ctx)
         return bool(changed)
+
+    def _rendered(self, ex: Exchange, dialect: ModuleType, response: ChatResponse, request: ChatRequest) -> bytes:
+        """The answer in the client's dialect; kept by the dialect's state when it keeps one."""
+        out = dialect.render_response(response, request)
+        if ex.kept is not None and ex.kept.keep:
+            self.states[dialect.NAME].keep(ex.kept, orjson.loads(out))
+        return out
 
     def _headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
         """Transparency: who answered and why; all known before the first byte of a stream."""
@@ -389,7 +406,7 @@ class Pipeline:
     async def _render(self, ex: Exchange, dialect: ModuleType, request: Any, events: Any,
                       plugins: list[Any], ctx: PluginContext | None) -> AsyncIterator[bytes]:
         """Render canonical stream events in the client's dialect; usage always ends the stream."""
-        renderer = dialect.StreamRenderer()
+        renderer = dialect.StreamRenderer(request)
         text: list[str] = []
         names = request.flat_tool_names()
         try:
@@ -423,6 +440,9 @@ class Pipeline:
             raise
         finally:
             await events.aclose()
+            final = getattr(renderer, "final", None)
+            if final is not None and ex.error is None and ex.kept is not None and ex.kept.keep:
+                self.states[dialect.NAME].keep(ex.kept, final)
             ex.response_text = "".join(text)
             await self._after_stream(ex, plugins, ctx)
             self.finish(ex)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +35,9 @@ class FastrouteProcess:
                  workers: int = 1) -> None:
         self.port = free_port()
         self.args = args
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # the embedded state store (SQLite under $XDG_DATA_HOME) of a test server is the test's own
+        data_home = tempfile.mkdtemp(prefix="fastroute-test-data-")
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": data_home, **(env or {})}
         self.cwd = cwd
         self.workers = workers
         self.proc: subprocess.Popen[str] | None = None

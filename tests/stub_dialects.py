@@ -3,6 +3,8 @@
 The brain: a request whose conversation ends in a tool result gets the text
 ``tool said: <result>``; a request that offers tools gets a call of the first
 tool with ``{"city": "Paris"}``; anything else gets ``stub: <last user text>``.
+The model ``stub-talk-then-tool`` (also behind a routing prefix) writes ``PREAMBLE``
+before that tool call, in the same answer, as models often do.
 Anthropic requests with ``thinking`` enabled also get a thinking block whose
 signature (``SIGNATURE``) must come back byte for byte.
 """
@@ -17,6 +19,8 @@ from aiohttp import web
 
 SIGNATURE = "EqQBCkYIARgCKkD+/sig==\\u2603+tail"
 TOOL_ARGS = {"city": "Paris"}
+TALK_THEN_TOOL = "stub-talk-then-tool"
+PREAMBLE = "Let me check that for you."
 
 
 def plan(last_user: str, tools: list[str], tool_result: str | None) -> tuple[str, str | None]:
@@ -26,6 +30,11 @@ def plan(last_user: str, tools: list[str], tool_result: str | None) -> tuple[str
     if tools:
         return "", tools[0]
     return f"stub: {last_user}", None
+
+
+def talk_then_tool(model: str, text: str, tool: str | None) -> str:
+    """The text of an answer from ``plan``: ``PREAMBLE`` beside a tool call of ``stub-talk-then-tool``."""
+    return PREAMBLE if tool and behaviour(model) == TALK_THEN_TOOL else text
 
 
 def _text_of(content: Any) -> str:
@@ -71,6 +80,7 @@ async def anthropic_messages(stub: Any, request: web.Request, body: dict[str, An
     if model == "stub-context":
         return _anthropic_error(400, "invalid_request_error", "prompt is too long: 9000 tokens > 8192 maximum")
     text, tool = anthropic_plan(body)
+    text = talk_then_tool(model, text, tool)
     thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
     blocks: list[dict[str, Any]] = []
     if thinking:
@@ -159,6 +169,7 @@ async def ollama_chat(stub: Any, request: web.Request, body: dict[str, Any]) -> 
     if model == "stub-missing":
         return web.json_response({"error": f"model '{model}' not found"}, status=404)
     text, tool = ollama_plan(body)
+    text = talk_then_tool(model, text, tool)
     base = {"model": model, "created_at": "2026-11-23T00:00:00Z"}
     final = {**base, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
              "total_duration": 1000, "load_duration": 10, "prompt_eval_count": 6, "prompt_eval_duration": 100,
@@ -171,9 +182,6 @@ async def ollama_chat(stub: Any, request: web.Request, body: dict[str, Any]) -> 
         return web.json_response({**final, "message": message}, dumps=lambda o: orjson.dumps(o).decode())
     resp = web.StreamResponse(status=200, headers={"content-type": "application/x-ndjson"})
     await resp.prepare(request)
-    if calls:  # Ollama sends a tool call whole, in one line
-        await resp.write(orjson.dumps({**base, "message": {"role": "assistant", "content": "", "tool_calls": calls},
-                                       "done": False}) + b"\n")
     for j, word in enumerate(text.split(" ") if text else []):
         await resp.write(orjson.dumps({**base, "message": {"role": "assistant", "content": word if j == 0 else " " + word},
                                        "done": False}) + b"\n")
@@ -182,6 +190,9 @@ async def ollama_chat(stub: Any, request: web.Request, body: dict[str, Any]) -> 
             request.transport.abort()  # type: ignore[union-attr]
             return resp
         await asyncio.sleep(0)
+    if calls:  # Ollama sends a tool call whole, in one line, after any text
+        await resp.write(orjson.dumps({**base, "message": {"role": "assistant", "content": "", "tool_calls": calls},
+                                       "done": False}) + b"\n")
     await resp.write(orjson.dumps(final) + b"\n")
     await resp.write_eof()
     return resp

@@ -14,6 +14,7 @@ fastroute, which forwards the body):
     stub-paced-long       the same with sixty chunks: six seconds
     stub-garbage          HTTP 200 with a body that is not JSON
     stub-nousage          streams without a usage chunk even when asked
+    stub-talk-then-tool   offered tools, writes a short text and then calls the first one, in one answer
 
 Every request is recorded (path, headers, JSON body) in ``stub.requests``;
 ``stub.cancelled`` counts streams whose client went away before the end.
@@ -171,22 +172,27 @@ class StubUpstream:
         tools = [(t.get("function") or {}).get("name", "") for t in body.get("tools") or []]
         text, tool = stub_dialects.plan(_last_user_text(body), tools, tool_result)
         if tool:
-            return await self._tool_call(request, model, tool, stream)
+            return await self._tool_call(request, model, tool, stream,
+                                         stub_dialects.talk_then_tool(model, text, tool))
         if not stream:
             return web.json_response(_completion(model, text), dumps=lambda o: orjson.dumps(o).decode())
         options = body.get("stream_options") or {}
         return await self._stream(request, model, text, bool(options.get("include_usage")) and model != "stub-nousage")
 
-    async def _tool_call(self, request: web.Request, model: str, tool: str, stream: bool) -> web.StreamResponse:
+    async def _tool_call(self, request: web.Request, model: str, tool: str, stream: bool,
+                         text: str = "") -> web.StreamResponse:
         args = orjson.dumps(stub_dialects.TOOL_ARGS).decode()
         call = {"id": "call_stub1", "type": "function", "function": {"name": tool, "arguments": args}}
         if not stream:
             done = _completion(model, "")
-            done["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
+            done["choices"][0]["message"] = {"role": "assistant", "content": text or None, "tool_calls": [call]}
             done["choices"][0]["finish_reason"] = "tool_calls"
             return web.json_response(done, dumps=lambda o: orjson.dumps(o).decode())
         resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
+        for i, word in enumerate(text.split(" ") if text else []):  # the text first, as OpenAI streams it
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
+            await resp.write(_chunk(model, delta))
         await resp.write(_chunk(model, {"role": "assistant", "content": None, "tool_calls": [
             {"index": 0, "id": "call_stub1", "type": "function", "function": {"name": tool, "arguments": ""}}]}))
         for piece in (args[:5], args[5:]):

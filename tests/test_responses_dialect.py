@@ -94,7 +94,7 @@ def test_responses_tool_round_trip(router: FastrouteProcess, fresh_stub: StubUps
 
 def test_responses_refuses_what_it_cannot_serve(router: FastrouteProcess) -> None:
     c = client(router)
-    with pytest.raises(openai.BadRequestError, match="previous_response_id"):
+    with pytest.raises(openai.BadRequestError, match="Previous response with id 'resp_123' not found"):
         c.responses.create(model="echo", input="hi", previous_response_id="resp_123")
     with pytest.raises(openai.BadRequestError, match="tool type 'local_shell' is not supported"):
         c.responses.create(model="echo", input="hi", tools=[{"type": "local_shell"}])

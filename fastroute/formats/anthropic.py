@@ -386,7 +386,7 @@ def _tool_use_block(c: ToolCall) -> dict[str, Any]:
     return {"type": "tool_use", "id": c.id, "name": wire_name(c.name, c.namespace), "input": args}
 
 
-def render_response(resp: ChatResponse) -> bytes:
+def render_response(resp: ChatResponse, request: ChatRequest | None = None) -> bytes:
     content = [b for b in (_render_part(p) for p in resp.content) if b]
     content += [_tool_use_block(c) for c in resp.tool_calls]
     return orjson.dumps({
@@ -403,7 +403,7 @@ def _sse(event: str, payload: dict[str, Any]) -> bytes:
 class StreamRenderer:
     """Canonical events -> Anthropic SSE, block by block, indexes without gaps."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: ChatRequest | None = None) -> None:
         self._index = -1  # the open content block, -1: none
         self._open: str | None = None  # its type
         self._tool_block: dict[int, int] = {}

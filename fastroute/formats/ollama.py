@@ -247,7 +247,7 @@ def _final_fields(usage: Usage | None, stop: str, elapsed_ns: int) -> dict[str, 
             "eval_duration": elapsed_ns}
 
 
-def render_response(resp: ChatResponse) -> bytes:
+def render_response(resp: ChatResponse, request: ChatRequest | None = None) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": resp.text()}
     thinking = "".join(p.text for p in resp.content if isinstance(p, ThinkingPart))
     if thinking:
@@ -262,7 +262,7 @@ def render_response(resp: ChatResponse) -> bytes:
 class StreamRenderer:
     """Canonical events -> strict NDJSON; a tool call goes out whole once its arguments are complete."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: ChatRequest | None = None) -> None:
         self._model = ""
         self._started = time.perf_counter_ns()
         self._calls: list[ToolCall] = []

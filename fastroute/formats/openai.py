@@ -318,7 +318,7 @@ def _tool_call_dict(c: ToolCall) -> dict[str, Any]:
                                                          "arguments": c.arguments}}
 
 
-def render_response(resp: ChatResponse) -> bytes:
+def render_response(resp: ChatResponse, request: ChatRequest | None = None) -> bytes:
     text = resp.text()
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not resp.tool_calls else None}
     reasoning = "".join(p.text for p in resp.content if isinstance(p, ThinkingPart))
@@ -338,7 +338,7 @@ def render_response(resp: ChatResponse) -> bytes:
 class StreamRenderer:
     """Canonical stream events -> OpenAI ``chat.completion.chunk`` SSE bytes."""
 
-    def __init__(self, include_usage: bool = True) -> None:
+    def __init__(self, request: ChatRequest | None = None, include_usage: bool = True) -> None:
         self.include_usage = include_usage
         self._id = ""
         self._model = ""

@@ -31,7 +31,8 @@ STREAM_END = b"\n\n"
 stream_boundary = sse_boundary
 
 _MODELLED = frozenset({"model", "input", "instructions", "stream", "tools", "tool_choice", "max_output_tokens",
-                       "temperature", "top_p", "text", "reasoning", "parallel_tool_calls", "prompt_cache_key"})
+                       "temperature", "top_p", "text", "reasoning", "parallel_tool_calls", "prompt_cache_key",
+                       "previous_response_id"})
 #: fields with no counterpart elsewhere that cannot change the answer: left out when translating.
 #: (``include: ["reasoning.encrypted_content"]`` is answered with what the provider gives: a
 #: thinking signature where it has one, nothing where it has none)
@@ -51,7 +52,6 @@ _HOSTED_ITEMS = frozenset({"web_search_call", "file_search_call", "code_interpre
 CUSTOM_PARAMETERS = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"],
                      "additionalProperties": False}
 _UNSERVABLE = {
-    "previous_response_id": "fastroute keeps no responses: send the whole conversation in 'input'",
     "conversation": "fastroute keeps no conversations: send the whole conversation in 'input'",
     "prompt": "stored prompts are not available through fastroute",
     "background": "background responses are not available through fastroute",
@@ -186,6 +186,9 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                 turn.content.insert(0, part)
         elif kind in _HOSTED_ITEMS:
             hosted.append((NAME, kind, item))
+        elif kind == "item_reference":  # resolved from the store before parsing, when it is on
+            raise BadRequest(f"'{where}': item_reference {item.get('id')!r} cannot be resolved: the Responses "
+                             "store is off ([responses] store = false); send the item itself", param=where)
         else:
             raise BadRequest(f"'{where}': input item type {kind!r} is not supported by fastroute", param=where)
     tools: list[Tool] = []
@@ -216,7 +219,8 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema,
         json_mode=isinstance(fmt, dict) and fmt.get("type") == "json_object", effort=reasoning.get("effort"),
         verbosity=text.get("verbosity"), prompt_cache_key=body.get("prompt_cache_key"), hosted_tools=hosted,
-        source=NAME, extra={k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS},
+        source=NAME, echo={"store": body.get("store", True) is not False,
+                           "previous_response_id": body.get("previous_response_id")}, extra={k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS},
     )
 
 
@@ -246,13 +250,15 @@ def _usage_dict(u: Usage | None) -> dict[str, Any]:
 
 
 def _response(id: str, model: str, status: str, output: list[dict[str, Any]], usage: Usage | None,
-              created: int, stop: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+              created: int, stop: str | None = None, error: dict[str, Any] | None = None,
+              echo: dict[str, Any] | None = None) -> dict[str, Any]:
     incomplete = {"reason": "max_output_tokens"} if stop == "length" else None
     if incomplete and status == "completed":
         status = "incomplete"
     return {"id": id, "object": "response", "created_at": created, "status": status, "error": error,
             "incomplete_details": incomplete, "model": model, "output": output, "parallel_tool_calls": True,
-            "tool_choice": "auto", "tools": [], "store": False, "text": {"format": {"type": "text"}},
+            "tool_choice": "auto", "tools": [], "store": bool((echo or {}).get("store")),
+            "previous_response_id": (echo or {}).get("previous_response_id"), "text": {"format": {"type": "text"}},
             "truncation": "disabled", "metadata": {}, "usage": _usage_dict(usage) if usage else None}
 
 
@@ -280,7 +286,7 @@ def _reasoning_item(id: str, text: str, signature: str | None) -> dict[str, Any]
     return item
 
 
-def render_response(resp: ChatResponse) -> bytes:
+def render_response(resp: ChatResponse, request: ChatRequest | None = None) -> bytes:
     output: list[dict[str, Any]] = []
     thinking = [p for p in resp.content if isinstance(p, ThinkingPart) and not p.redacted]
     if thinking:
@@ -290,13 +296,17 @@ def render_response(resp: ChatResponse) -> bytes:
         output.append(_message_item(_new_id("msg"), text))
     output += [_call_item(_new_id("fc"), c) for c in resp.tool_calls]
     return orjson.dumps(_response(_new_id("resp"), resp.model, "completed", output, resp.usage,
-                                  resp.created or int(time.time()), resp.stop_reason))
+                                  resp.created or int(time.time()), resp.stop_reason,
+                                  echo=request.echo if request is not None else None))
 
 
 class StreamRenderer:
     """Canonical events -> Responses SSE events, numbered, with the full output at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: ChatRequest | None = None) -> None:
+        self._echo = request.echo if request is not None else None
+        #: the response object of ``response.completed`` / ``.incomplete``, once the stream has ended
+        self.final: dict[str, Any] | None = None
         self._seq = 0
         self._id = _new_id("resp")
         self._model = ""
@@ -316,7 +326,7 @@ class StreamRenderer:
 
     def _start(self) -> bytes:
         self._started = True
-        snapshot = _response(self._id, self._model, "in_progress", [], None, self._created)
+        snapshot = _response(self._id, self._model, "in_progress", [], None, self._created, echo=self._echo)
         return (self._event("response.created", {"response": snapshot})
                 + self._event("response.in_progress", {"response": snapshot}))
 
@@ -433,12 +443,14 @@ class StreamRenderer:
     def _failed(self, err: RequestError) -> bytes:
         error = {"code": err.error_type, "message": err.message}
         return self._event("response.failed", {"response": _response(
-            self._id, self._model, "failed", self._output, self._usage, self._created, error=error)})
+            self._id, self._model, "failed", self._output, self._usage, self._created, error=error, echo=self._echo)})
 
     def end(self) -> bytes:
         out = b"" if self._started else self._start()
         out += self._close()
-        final = _response(self._id, self._model, "completed", self._output, self._usage, self._created, self._stop)
+        final = _response(self._id, self._model, "completed", self._output, self._usage, self._created, self._stop,
+                          echo=self._echo)
+        self.final = final
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         return out + self._event(kind, {"response": final})
 

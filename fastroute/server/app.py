@@ -33,6 +33,7 @@ from fastroute.recording.relay import EventRelay
 from fastroute.server import model_lists
 from fastroute.server.base_urls import explain_miss
 from fastroute.server.count_tokens import CountTokens
+from fastroute.server.responses_api import ResponsesAPI
 from fastroute.server.stopping import StopWatch
 from fastroute.providers import build_providers
 from fastroute.providers.anthropic import BETA_QUERY
@@ -44,6 +45,8 @@ from fastroute.routing.classifiers import request_text, run_all
 from fastroute.routing.rules import describe_rule
 from fastroute.routing.discovery import Discovery
 from fastroute.routing.health import Health
+from fastroute.responses_store import ResponsesStore
+from fastroute.storage import open_store
 
 log = logging.getLogger("fastroute")
 
@@ -352,7 +355,8 @@ def event_relay(config: Config, bus: EventBus) -> EventRelay | RedisRelay | None
 def secret_envs(config: Config) -> list[str]:
     """The variables whose values no printed line may hold: every key the config names."""
     return [name for name in (config.server.api_key_env, config.events.redis_password_env,
-                              *(p.api_key_env for p in config.providers)) if name]
+                              config.storage.redis_password_env, *(p.api_key_env for p in config.providers))
+            if name]
 
 
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
@@ -371,7 +375,11 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     console = ConsoleLog(config.server.access_log, secret_envs(config)).start()
     recorder = Recorder(bus, metrics, request_log, {p.name: p.cost_per_1m_tokens for p in config.providers},
                         console)
-    pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder)
+    store = open_store(config.storage) if config.responses.store else None
+    responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
+                                     config.responses.max_bytes, keyed=server_key is not None)
+    pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder,
+                        states={responses_dialect.NAME: responses_state})
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, server_key, metrics)
@@ -383,6 +391,10 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_post("/v1/messages", _route(handlers.chat(anthropic_dialect)))
     app.router.add_post("/v1/messages/count_tokens", _route(CountTokens(handlers).count_tokens))
     app.router.add_post("/v1/responses", _route(handlers.chat(responses_dialect)))
+    responses_api = ResponsesAPI(handlers, responses_state)
+    app.router.add_get("/v1/responses/{response_id}", _route(responses_api.get))
+    app.router.add_delete("/v1/responses/{response_id}", _route(responses_api.delete))
+    app.router.add_get("/v1/responses/{response_id}/input_items", _route(responses_api.input_items))
     app.router.add_post("/api/chat", _route(handlers.chat(ollama_dialect)))
     app.router.add_get("/api/tags", _route(handlers.ollama_tags))
     app.router.add_post("/api/show", _route(handlers.ollama_show))
@@ -402,6 +414,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     async def on_start(application: Application) -> None:
         if relay is not None:
             relay.start()
+        if store is not None:
+            await store.start()
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
@@ -413,6 +427,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
         if request_log is not None:
             request_log.close()  # everything answered is in the log after a clean stop
         console.close()
+        if store is not None:
+            await store.close()  # every queued write is in the store after a clean stop
 
     app.on_start += on_start
     app.on_stop += on_stop
