@@ -14,11 +14,14 @@ Every error that can reach a client knows its HTTP status and its error type;
         ├── NotFound                404 not_found_error
         ├── PayloadTooLarge         413 request_too_large
         ├── RateLimited             429 rate_limit_error
-        ├── ProviderStatusError     the upstream's own 4xx, status kept
-        ├── UpstreamError           502 upstream_error
-        │   ├── UpstreamUnreachable 502 could not connect
-        │   └── UpstreamProtocolError 502 broken or cut response
-        └── UpstreamTimeout         504 upstream_timeout
+        ├── ProviderStatusError     the upstream's own 4xx, status kept (retryable: a 429)
+        └── UpstreamError           502 upstream_error (retryable: the next provider may do better)
+            ├── UpstreamUnreachable 502 could not connect
+            ├── UpstreamProtocolError 502 broken or cut response
+            └── UpstreamTimeout     504 upstream_timeout
+
+``retryable`` says whether failover may try the next provider, and whether the failure
+counts against the provider's circuit breaker; failover decides by it, never by a message.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class RequestError(FastrouteError):
 
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "internal_error"
+    #: the provider failed in a way another provider (or a later try) may not: fail over
+    retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -111,10 +116,15 @@ class ProviderStatusError(RequestError):
     def http_status(self) -> int:
         return self.upstream_status
 
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.upstream_status == 429  # rate limited: another provider may have room
+
 
 class UpstreamError(RequestError):
     status = 502
     error_type = "upstream_error"
+    retryable = True
 
     def __init__(self, message: str, *, provider: str | None = None) -> None:
         super().__init__(message)
@@ -129,13 +139,12 @@ class UpstreamProtocolError(UpstreamError):
     pass
 
 
-class UpstreamTimeout(RequestError):
+class UpstreamTimeout(UpstreamError):
     """The upstream did not connect (``phase="connect"``) or answer in time (``"read"``)."""
 
     status = 504
     error_type = "upstream_timeout"
 
     def __init__(self, message: str, *, phase: str = "read", provider: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, provider=provider)
         self.phase = phase
-        self.provider = provider

@@ -31,6 +31,7 @@ import orjson
 from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage, own_call
 from fastroute.config import Config
 from fastroute.errors import ProviderStatusError, RequestError, UpstreamError, UpstreamTimeout
+from fastroute.headers import MAX_MODEL_CHARS, check_model_name, header_value
 from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
 from fastroute.providers import Provider
 from fastroute.providers.fit import fit
@@ -133,7 +134,7 @@ class Pipeline:
         plugins: list[Any] = []
         try:
             model, stream = dialect.check_request(body)
-            ex.requested_model, ex.stream = model, stream
+            ex.requested_model, ex.stream = check_model_name(model), stream
             self.recorder.start(ex, self.in_flight)
             requested = body.pop("plugins", None) if "plugins" in body else None
             plugins = self.plugins.for_request(requested)
@@ -254,21 +255,27 @@ class Pipeline:
             self.health.begin(provider_name)
             attempt: dict[str, Any] = {"provider": provider_name, "model": model, "status": 200, "error": None}
             ex.attempts.append(attempt)
+            verdict = False  # the breaker hears how the provider did, or is released
             try:
                 answer = await self._call(ex, dialect, provider, model, body, request, stream, client_key,
                                           client_headers, plugins, ctx)
+                self.health.success(provider_name)
+                verdict = True
+                return answer
             except RequestError as err:
-                retry = isinstance(err, (UpstreamError, UpstreamTimeout)) or (
-                    isinstance(err, ProviderStatusError) and err.upstream_status == 429)
-                if retry:
-                    self.health.failure(provider_name)
                 attempt.update(status=err.http_status, error=err.message)
-                if not retry:
-                    raise
-                last = err
-                continue
-            self.health.success(provider_name)
-            return answer
+                if err.retryable:
+                    self.health.failure(provider_name)
+                    verdict = True
+                    last = err
+                    continue
+                if isinstance(err, ProviderStatusError):  # it answered, in its own words: it is up
+                    self.health.success(provider_name)
+                    verdict = True
+                raise
+            finally:
+                if not verdict:  # refused before it was sent, cancelled, or a bug
+                    self.health.release(provider_name)
         assert last is not None
         raise last
 
@@ -336,16 +343,16 @@ class Pipeline:
 
     def _headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
         """Transparency: who answered and why; all known before the first byte of a stream."""
-        headers = [(b"x-router-provider", (ex.provider or "").encode()),
-                   (b"x-router-model", (ex.sent_model or "").encode()),
-                   (b"x-router-request-tags", ",".join(ex.tags).encode()),
+        headers = [(b"x-router-provider", header_value(ex.provider or "")),
+                   (b"x-router-model", header_value(ex.sent_model or "")),
+                   (b"x-router-request-tags", header_value(",".join(ex.tags))),
                    (b"x-request-id", ex.id.encode())]
         if ex.response_tags:  # non-streamed answers only: a stream's headers leave before its end
-            headers.append((b"x-router-response-tags", ",".join(ex.response_tags).encode()))
+            headers.append((b"x-router-response-tags", header_value(",".join(ex.response_tags))))
         if len(ex.attempts) > 1:
             headers.append((b"x-router-attempts", str(len(ex.attempts)).encode()))
         if ex.omitted_tools:
-            headers.append((b"x-router-omitted-tools", ",".join(ex.omitted_tools).encode()))
+            headers.append((b"x-router-omitted-tools", header_value(",".join(ex.omitted_tools))))
         return headers
 
     def fail(self, ex: Exchange, dialect: ModuleType, err: RequestError) -> Answer:
@@ -384,10 +391,10 @@ class Pipeline:
                 out = tap.forward(chunk)
                 if out:
                     yield out
-                tap.feed(chunk)  # accounting, after the client has the bytes
+                read_on_the_side(ex, tap, chunk)  # accounting, after the client has the bytes
             if held:  # the upstream ended cleanly on an unterminated event: it is the upstream's to give
                 yield held
-                tap.feed(held)
+                read_on_the_side(ex, tap, held)
         except (UpstreamError, UpstreamTimeout) as exc:
             err = provider.transport_error(exc)
             ex.status, ex.error = err.http_status, err.message
@@ -438,6 +445,11 @@ class Pipeline:
         except (asyncio.CancelledError, GeneratorExit):
             ex.status, ex.error = CLIENT_CLOSED, "client disconnected"
             raise
+        except Exception as exc:  # a bug while rendering: the client sees an error, the log says what
+            log.exception("stream %s failed inside fastroute", ex.id)
+            err = RequestError(f"internal error in fastroute: {type(exc).__name__}")
+            ex.status, ex.error = err.http_status, err.message
+            yield dialect.render_stream_error(err)
         finally:
             await events.aclose()
             final = getattr(renderer, "final", None)
@@ -481,12 +493,22 @@ def read_answer(dialect: ModuleType, body: bytes) -> ChatResponse | None:
         return None
 
 
+def read_on_the_side(ex: Exchange, tap: Any, chunk: bytes) -> None:
+    """Account for a passed-through chunk; an event the tap cannot read still went to the client
+    as it came (that is the fast path's promise), and the log says the upstream sent it."""
+    try:
+        tap.feed(chunk)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        if ex.error is None:
+            ex.error = f"provider '{ex.provider}' sent a stream event fastroute cannot read ({type(exc).__name__})"
+
+
 def asked_for(dialect: ModuleType, body: Any) -> tuple[str, bool]:
     """The model and ``stream`` a body asked for, read loosely (for the record of a refused one)."""
     if not isinstance(body, dict):
         return "", False
     model, stream = body.get("model"), body.get("stream")
-    return (model if isinstance(model, str) else "",
+    return (model[:MAX_MODEL_CHARS] if isinstance(model, str) else "",
             stream if isinstance(stream, bool) else dialect.NAME == "ollama")  # Ollama streams by default
 
 

@@ -14,9 +14,11 @@ fastroute, which forwards the body):
     stub-paced-long       the same with sixty chunks: six seconds
     stub-garbage          HTTP 200 with a body that is not JSON
     stub-nousage          streams without a usage chunk even when asked
+    stub-odd-event        streams a chunk, then valid JSON of an odd shape ("choices": [null])
     stub-talk-then-tool   offered tools, writes a short text and then calls the first one, in one answer
 
-Every request is recorded (path, headers, JSON body) in ``stub.requests``;
+Every request is recorded (path, headers, JSON body) in ``stub.requests``; model lookups
+(``GET /api/tags``, ``POST /api/show``, ``GET /v1/models``: discovery) in ``stub.lookups``, the last 200;
 ``stub.cancelled`` counts streams whose client went away before the end.
 """
 
@@ -167,6 +169,14 @@ class StubUpstream:
             return resp
         if model == "stub-garbage":
             return web.Response(status=200, body=b"<html>not json</html>", content_type="text/html")
+        if model == "stub-odd-event" and stream:  # valid SSE, then an event of a shape nobody expects
+            resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(_chunk(model, {"role": "assistant", "content": "fine so far"}))
+            await resp.write(b'data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","choices":[null]}\n\n')
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
         messages = body.get("messages") or []
         tool_result = messages[-1].get("content") if messages and messages[-1].get("role") == "tool" else None
         tools = [(t.get("function") or {}).get("name", "") for t in body.get("tools") or []]

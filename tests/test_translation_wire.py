@@ -153,3 +153,48 @@ def test_omitted_hosted_tools_are_in_the_request_log(stub: StubUpstream, tmp_pat
         assert proc.stop() == 0
     assert orjson.loads(log.read_text().splitlines()[-1])["omitted_tools"] == ["code_interpreter", "web_search"]
     assert "cannot run the hosted tool(s) code_interpreter, web_search" in proc.output
+
+
+def test_an_odd_upstream_event_ends_a_translated_stream_with_an_error(stub: StubUpstream, tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    config = tmp_path / "fastroute.toml"
+    config.write_text(stub_config(stub) + f'\n[logging]\nenabled = true\npath = "{log}"\n')
+    proc = FastrouteProcess([str(config)]).start()
+    try:
+        body = {"model": "stub-odd-event", "max_tokens": 50, "stream": True, "messages": USER}
+        with httpx.stream("POST", f"{proc.url}/v1/messages", json=body, timeout=30) as resp:
+            lines = list(resp.iter_lines())
+        events = [line[7:] for line in lines if line.startswith("event: ")]
+        assert "fine so far" in "".join(lines)
+        assert events[-1] == "error" and "message_stop" not in events  # never a clean end
+        assert "sent a stream event fastroute cannot read" in lines[-2]
+        # passed through (same dialect): the bytes go on as the upstream sent them; the log says it
+        body = {"model": "stub-odd-event", "stream": True, "messages": USER}
+        with httpx.stream("POST", f"{proc.url}/v1/chat/completions", json=body, timeout=30) as resp:
+            raw = resp.read()
+        assert b'"choices":[null]' in raw and raw.endswith(b"data: [DONE]\n\n")
+    finally:
+        assert proc.stop() == 0
+    entries = [orjson.loads(line) for line in log.read_text().splitlines()]
+    assert [e["dialect"] for e in entries] == ["anthropic", "openai"]
+    assert all("sent a stream event fastroute cannot read" in (e["error"] or "") for e in entries)
+    assert entries[0]["status"] == 502
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", lambda m: {"model": m, "messages": USER}),
+    ("/v1/messages", lambda m: {"model": m, "max_tokens": 10, "messages": USER}),
+    ("/v1/responses", lambda m: {"model": m, "input": "hi"}),
+    ("/api/chat", lambda m: {"model": m, "messages": USER, "stream": False}),
+    ("/v1/messages/count_tokens", lambda m: {"model": m, "messages": USER}),
+])
+def test_model_names_are_checked_or_encoded_before_they_reach_a_header(router: FastrouteProcess, path: str,
+                                                                       body) -> None:
+    for bad, why in (("echo\r\nx-injected: 1", "control characters"), ("echo" + "x" * 70000, "at most 256")):
+        resp = httpx.post(f"{router.url}{path}", json=body(bad), timeout=30)
+        assert resp.status_code == 400 and why in resp.text, (path, resp.text[:200])
+        assert "x-injected" not in resp.headers
+    # a name in another script is a fine name: routed (echo answers anything under its prefix), header encoded
+    resp = httpx.post(f"{router.url}{path}", json=body("echo-模型"), timeout=30)
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.headers["x-router-model"] == "echo-%E6%A8%A1%E5%9E%8B"

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from fastroute.canonical import ChatRequest, ChatResponse, StreamEvent
-from fastroute.errors import UpstreamError, UpstreamTimeout
+from fastroute.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from fastroute.providers.base import Provider
 from fastroute.providers.transport import Reply, StreamReply
 
@@ -112,6 +112,12 @@ class HTTPProvider(Provider):
                 yield event
         except (UpstreamError, UpstreamTimeout) as exc:
             yield StreamEvent("error", error=self.transport_error(exc))
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            # valid framing, an event of a shape the decoder cannot read ("choices": [null], ...):
+            # the stream ends with an error the client sees, never silently
+            yield StreamEvent("error", error=UpstreamProtocolError(
+                f"provider '{self.name}' sent a stream event fastroute cannot read ({type(exc).__name__})",
+                provider=self.name))
         finally:
             await reply.aclose()
 

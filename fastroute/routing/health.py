@@ -18,7 +18,8 @@ class Breaker:
 
 class Health:
     """Opens a provider's breaker after consecutive failures; after the cool-down,
-    lets one trial request through: its success closes the breaker, its failure re-opens it."""
+    lets one trial request through: its success closes the breaker, its failure re-opens it, and
+    an attempt that gives no verdict releases it for the next request (never stuck open)."""
 
     def __init__(self, config: FailoverConfig, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
         self.config = config
@@ -43,6 +44,13 @@ class Health:
         b = self._breakers.get(provider)
         if b is not None and b.opened_at is not None:
             b.trial_running = True
+
+    def release(self, provider: str) -> None:
+        """The attempt ended without a verdict on the provider (client gone, refused before it was
+        sent, a bug): a half-open breaker lets the next request be its trial."""
+        b = self._breakers.get(provider)
+        if b is not None:
+            b.trial_running = False
 
     def success(self, provider: str) -> None:
         b = self._get(provider)

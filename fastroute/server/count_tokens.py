@@ -23,6 +23,7 @@ from blacksheep import Content, Request, Response
 from fastroute.canonical import ChatRequest
 from fastroute.errors import RequestError
 from fastroute.formats import anthropic as dialect
+from fastroute.headers import check_model_name, header_value
 from fastroute.pipeline import request_needs
 from fastroute.providers.anthropic import BETA_QUERY, FORWARDED, AnthropicProvider
 from fastroute.routing.classifiers import request_text, run_all
@@ -60,7 +61,7 @@ class CountTokens:
         pipeline = handlers.pipeline
         key = handlers.check_key(request)
         body = await handlers.read_json(request)
-        model, _ = dialect.check_request(body)
+        model = check_model_name(dialect.check_request(body)[0])
         body.pop("plugins", None)
         canonical = dialect.parse_request(body)
         tags = run_all(pipeline.request_classifiers, request_text(canonical))
@@ -100,8 +101,9 @@ class _Headers:
 
     @property
     def items(self) -> list[tuple[bytes, bytes]]:
-        out = [(b"x-router-provider", self.provider.encode()), (b"x-router-model", self.model.encode()),
-               (b"x-router-request-tags", ",".join(self.tags).encode()), (b"x-request-id", self.request_id.encode())]
+        out = [(b"x-router-provider", header_value(self.provider)), (b"x-router-model", header_value(self.model)),
+               (b"x-router-request-tags", header_value(",".join(self.tags))),
+               (b"x-request-id", self.request_id.encode())]
         if self.method is not None:
             out.append((b"x-router-token-count", self.method.encode()))
         return out
