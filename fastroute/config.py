@@ -384,6 +384,12 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         for key in ("connect_timeout", "read_timeout"):
             if getattr(p, key) <= 0:
                 v.fail(f"{path}.{key}", f"must be a positive number of seconds, got {getattr(p, key)}")
+        if p.forward_client_key and s.api_key_env:
+            # every client presents the server's key: the only client key there is to forward is fastroute's own
+            v.fail(f"{path}.forward_client_key",
+                   f"cannot be true while server.api_key_env is set: every client presents the server's key "
+                   f"(${s.api_key_env}), so provider {p.name!r} would be sent fastroute's own key; give the "
+                   "provider its own key with api_key_env instead, or unset server.api_key_env")
     for i, rule in enumerate(cfg.routers):
         for key, name in _rule_provider_refs(rule):
             if name not in seen:

@@ -25,6 +25,7 @@ Every request is recorded (path, headers, JSON body) in ``stub.requests``; model
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import threading
 import time
@@ -54,6 +55,8 @@ class StubUpstream:
     finished_streams: int = 0
     #: GET /api/tags calls (model discovery), counted apart from the chat requests
     tag_calls: int = 0
+    #: the last model lookups (discovery), apart from the chat requests: background discovery never crowds them
+    lookups: collections.deque[Recorded] = field(default_factory=lambda: collections.deque(maxlen=200))
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
@@ -116,6 +119,7 @@ class StubUpstream:
         self.requests.clear()
         self.cancelled = 0
         self.finished_streams = 0
+        self.lookups.clear()
 
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -127,10 +131,15 @@ class StubUpstream:
 
     # handlers -------------------------------------------------------------
 
+    def _lookup(self, request: web.Request) -> None:
+        self.lookups.append(Recorded(request.path, dict(request.headers), None, request.query_string))
+
     async def _show(self, request: web.Request) -> web.Response:
+        self._lookup(request)
         return await stub_dialects.ollama_show(self, request)
 
     async def _tags(self, request: web.Request) -> web.Response:
+        self._lookup(request)
         self.tag_calls += 1
         return await stub_dialects.ollama_tags(self, request)
 
@@ -143,6 +152,7 @@ class StubUpstream:
         return handle
 
     async def _models(self, request: web.Request) -> web.Response:
+        self._lookup(request)
         return web.json_response({"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:

@@ -73,12 +73,6 @@ base_url = "{anthropic_base}"
 api_key_env = "FASTROUTE_TEST_PROVIDER_KEY"
 
 [[providers]]
-name = "anthropic-v1-forward"      # a base URL ending in /v1, and the client's own key
-format = "anthropic"
-base_url = "{anthropic_base}/v1"
-forward_client_key = true
-
-[[providers]]
 name = "anthropic-impatient"
 format = "anthropic"
 base_url = "{anthropic_base}"
@@ -108,11 +102,6 @@ rewrite_model = "a/claude-routed"
 type = "prefix"
 model_prefix = "a/"
 provider = "stub-anthropic"
-
-[[routers]]
-type = "prefix"
-model_prefix = "fwd/"
-provider = "anthropic-v1-forward"
 
 [[routers]]
 type = "prefix"
@@ -230,15 +219,41 @@ def test_claude_codes_beta_query_goes_on(router: FastrouteProcess, fresh_stub: S
     assert upstream_headers(fresh_stub)["anthropic-beta"] == "claude-code-20250219"
 
 
-def test_forward_client_key_provider_gets_the_clients_key_at_its_v1_base(router: FastrouteProcess,
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def forwarding(request: pytest.FixtureRequest, stub: StubUpstream,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
+    """A fastroute without a server key (with one, forward_client_key is a config error: the only key
+    there would be to forward is the server's own)."""
+    path = tmp_path_factory.mktemp("count-forward") / "fastroute.toml"
+    path.write_text(f"""
+[server]
+upstream_client = "{request.param}"
+
+[[providers]]
+name = "anthropic-v1-forward"      # a base URL ending in /v1, and the client's own key
+format = "anthropic"
+base_url = "http://{stub.host}:{stub.port}/v1"
+forward_client_key = true
+
+[[routers]]
+type = "prefix"
+model_prefix = "fwd/"
+provider = "anthropic-v1-forward"
+""")
+    proc = FastrouteProcess([str(path)]).start()
+    yield proc
+    proc.stop()
+
+
+def test_forward_client_key_provider_gets_the_clients_key_at_its_v1_base(forwarding: FastrouteProcess,
                                                                         fresh_stub: StubUpstream) -> None:
-    resp = post(router, conversation(model="fwd/a/stub-model"))
+    resp = post(forwarding, conversation(model="fwd/a/stub-model"), key="sk-ant-the-clients-own-key")
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-router-provider"] == "anthropic-v1-forward"
     [seen] = fresh_stub.requests
     assert seen.path == PATH  # base ".../v1" + "/messages/count_tokens"
     headers = upstream_headers(fresh_stub)
-    assert headers["x-api-key"] == SERVER_KEY
+    assert headers["x-api-key"] == "sk-ant-the-clients-own-key"
     assert headers["anthropic-version"] == "2023-06-01"  # the provider's default when the client sends none
     assert "anthropic-beta" not in headers
 

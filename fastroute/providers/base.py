@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from fastroute.config import ProviderConfig
 from fastroute.errors import ProviderStatusError, UpstreamError, UpstreamTimeout
@@ -52,6 +54,14 @@ class Provider:
             return ProviderStatusError(self.name, status, message, body, upstream_type, self.passthrough_dialect)
         return UpstreamError(f"provider '{self.name}' failed: HTTP {status}: {message}", provider=self.name)
 
+    def redirect_error(self, status: int, location: str | None, url: str) -> UpstreamError:
+        """The 502 for a 3xx answer (never followed: the key would go along), naming where it pointed
+        by its origin alone: a Location's path and query may carry secrets."""
+        to = f"a redirect to {redirect_origin(location, url)}" if location else "a redirect without a Location"
+        return UpstreamError(f"provider '{self.name}' answered HTTP {status}, {to}; fastroute does not follow "
+                             "redirects (the provider's key would go along): set its base_url to the address "
+                             "that answers", provider=self.name)
+
     def transport_error(self, exc: UpstreamError | UpstreamTimeout) -> Exception:
         """Name the provider in a transport error (never its key)."""
         if isinstance(exc, UpstreamTimeout):
@@ -65,3 +75,22 @@ class Provider:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "format": self.format, "base_url": self.config.base_url,
                 "key": f"${self.config.api_key_env}" if self.config.api_key_env else None}
+
+
+_HOST = re.compile(r"[A-Za-z0-9._~%-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+
+
+def redirect_origin(location: str, url: str) -> str:
+    """``scheme://host[:port]`` of a ``Location`` (resolved against ``url``); no user, path or query."""
+    try:
+        parts = urlsplit(urljoin(url, location.strip()))
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "an address that is not a URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "an address that is not an http(s) URL"
+    if ":" in host:
+        host = f"[{host}]"
+    if not _HOST.fullmatch(host):
+        return f"an {parts.scheme} address with an unreadable host"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")

@@ -35,7 +35,14 @@ class HTTPProvider(Provider):
         raise NotImplementedError
 
     def auth_headers(self, key: str) -> dict[str, str]:
+        """How this provider carries a key (``x-api-key`` for Anthropic)."""
         return {"authorization": f"Bearer {key}"}
+
+    def own_auth_headers(self) -> dict[str, str]:
+        """This provider's configured key, carried as its chat calls carry it, for calls no client
+        made (model discovery); none when no key is set."""
+        key = self.api_key()
+        return self.auth_headers(key) if key else {}
 
     def url_for(self, client_headers: Mapping[str, str] | None) -> str:
         """The endpoint for one call (a same-dialect call may carry what the client's URL said)."""
@@ -58,11 +65,14 @@ class HTTPProvider(Provider):
         """POST a body in this provider's dialect (to ``url``, else the chat endpoint); a non-2xx
         answer raises, named for this provider."""
         headers = self.headers(client_key, False, client_headers, request)
+        url = url or self.url_for(client_headers)
         try:
-            reply = await self.client.post(url or self.url_for(client_headers), headers, body, self.timeouts)
+            reply = await self.client.post(url, headers, body, self.timeouts)
         except (UpstreamError, UpstreamTimeout) as exc:
             raise self.transport_error(exc) from exc
         if reply.status >= 300:
+            if reply.status < 400:  # never followed (the transport does not); its body is not repeated
+                raise self.redirect_error(reply.status, reply.headers.get("location"), url)
             raise self.status_error(reply.status, reply.body, *self.dialect.upstream_error_message(reply.body))
         return reply
 
@@ -71,11 +81,15 @@ class HTTPProvider(Provider):
                          request: ChatRequest | None = None) -> StreamReply:
         """Open a streamed call; returns once the upstream's status is known."""
         headers = self.headers(client_key, True, client_headers, request)
+        url = self.url_for(client_headers)
         try:
-            reply = await self.client.stream(self.url_for(client_headers), headers, body, self.timeouts)
+            reply = await self.client.stream(url, headers, body, self.timeouts)
         except (UpstreamError, UpstreamTimeout) as exc:
             raise self.transport_error(exc) from exc
         if reply.status >= 300:
+            if reply.status < 400:  # never followed (the transport does not); its body is not read
+                await reply.aclose()
+                raise self.redirect_error(reply.status, reply.headers.get("location"), url)
             try:
                 data = await reply.read()
             except (UpstreamError, UpstreamTimeout):

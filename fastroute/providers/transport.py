@@ -12,7 +12,11 @@ the answer's chunks as they arrive, get JSON.  Two implementations, chosen by
   ``benchmarks/test_bench_upstream_client.py``).
 
 Neither keeps cookies: a ``Set-Cookie`` from an upstream would otherwise ride
-along on every other user's requests to it.
+along on every other user's requests to it.  Neither follows a redirect: a
+``3xx`` is handed back as it is (the provider layer makes it a 502), because
+following it would carry the provider's key to wherever the ``Location`` says.
+Neither takes a proxy from the environment (``HTTP_PROXY``, ``ALL_PROXY``, ...):
+an upstream call goes where its base URL says and nowhere else.
 
 Transport exceptions are mapped by type, most specific first, to
 :mod:`fastroute.errors` (``UpstreamUnreachable``, ``UpstreamTimeout``,
@@ -98,6 +102,8 @@ def make_client(name: str) -> UpstreamClient:
 def _json_or_error(status: int, body: bytes) -> Any:
     if status >= 400:
         raise UpstreamProtocolError(f"HTTP {status}")
+    if status >= 300:
+        raise UpstreamProtocolError(f"HTTP {status}, a redirect (redirects are not followed)")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -157,6 +163,7 @@ class AiohttpClient:
                                              enable_cleanup_closed=True, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
+                trust_env=False,  # no proxy from HTTP_PROXY & co.: calls go where the base URL says
                 # never keep an upstream's cookies: they would travel with every other user's requests
                 cookie_jar=aiohttp.DummyCookieJar(),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
@@ -190,20 +197,23 @@ class AiohttpClient:
 
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeouts: Timeouts) -> Reply:
         with _mapped(self._map):
-            async with self._get_session().post(url, data=body, headers=headers,
+            # allow_redirects=False on every call: aiohttp follows by default, with every header but
+            # Authorization (an x-api-key goes along), and has no session-wide switch
+            async with self._get_session().post(url, data=body, headers=headers, allow_redirects=False,
                                                 timeout=self._timeout(timeouts)) as resp:
                 data = await resp.read()
                 return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
 
     async def stream(self, url: str, headers: dict[str, str], body: bytes, timeouts: Timeouts) -> StreamReply:
         with _mapped(self._map):
-            resp = await self._get_session().post(url, data=body, headers=headers,
+            resp = await self._get_session().post(url, data=body, headers=headers, allow_redirects=False,
                                                   timeout=self._timeout(timeouts))
         return _AiohttpStream(resp, self._map)
 
     async def get_json(self, url: str, headers: dict[str, str], timeouts: Timeouts) -> Any:
         with _mapped(self._map):
-            async with self._get_session().get(url, headers=headers, timeout=self._timeout(timeouts)) as resp:
+            async with self._get_session().get(url, headers=headers, allow_redirects=False,
+                                               timeout=self._timeout(timeouts)) as resp:
                 return _json_or_error(resp.status, await resp.read())
 
     async def aclose(self) -> None:
@@ -254,6 +264,7 @@ class HttpxClient:
             httpx = self._httpx
             self._client = httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60),
+                # no redirect followed (the key would go along), no proxy from HTTP_PROXY & co.
                 follow_redirects=False, trust_env=False,
                 # never keep an upstream's cookies: they would travel with every other user's requests
                 cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),

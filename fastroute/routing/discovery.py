@@ -5,6 +5,11 @@ tools and thinking — ``reasoning`` here —, and ``coding`` inferred from the 
 servers (llama.cpp, vLLM, LM Studio) via ``/v1/models``.  Discovery uses httpx
 (convenience over microseconds: it is off the request path).  A provider that
 does not answer keeps its last known list and is marked unreachable.
+
+Every call carries the provider's configured key as its chat calls carry it
+(:meth:`~fastroute.providers.http.HTTPProvider.own_auth_headers`), follows no
+redirect (the key would go along: a ``3xx`` is a failed lookup) and takes no
+proxy from the environment.
 """
 
 from __future__ import annotations
@@ -17,17 +22,19 @@ import httpx
 
 from fastroute.config import Config, DiscoverRule
 from fastroute.providers import Provider
+from fastroute.providers.http import HTTPProvider
 from fastroute.routing.model_names import looks_like_coder, looks_like_reasoner
 
 log = logging.getLogger("fastroute.discovery")
 
 
 
-def discoverable(config: Config, providers: dict[str, Provider]) -> list[Provider]:
+def discoverable(config: Config, providers: dict[str, Provider]) -> list[HTTPProvider]:
     """Providers with ``discover = true`` or named by a ``discover`` rule."""
     named = {r.provider for r in config.routers if isinstance(r, DiscoverRule)}
     return [p for p in providers.values()
-            if (p.config.discover or p.name in named) and p.format in ("ollama", "openai")]
+            if (p.config.discover or p.name in named) and p.format in ("ollama", "openai")
+            and isinstance(p, HTTPProvider)]
 
 
 def infer_capabilities(name: str, family: str = "", reported: list[str] | None = None) -> frozenset[str]:
@@ -39,15 +46,12 @@ def infer_capabilities(name: str, family: str = "", reported: list[str] | None =
     return frozenset(caps)
 
 
-async def discover_one(client: httpx.AsyncClient, provider: Provider, timeout: float) -> None:
+async def discover_one(client: httpx.AsyncClient, provider: HTTPProvider, timeout: float) -> None:
     base = provider.config.base_url.rstrip("/")
-    headers = {}
-    key = provider.api_key()
-    if key:
-        headers["authorization"] = f"Bearer {key}"
+    headers = provider.own_auth_headers()
     try:
         if provider.format == "ollama":
-            resp = await client.get(f"{base}/api/tags", timeout=timeout)
+            resp = await client.get(f"{base}/api/tags", headers=headers, timeout=timeout)
             resp.raise_for_status()
             found: dict[str, frozenset[str]] = {}
             for m in resp.json().get("models", []):
@@ -57,7 +61,8 @@ async def discover_one(client: httpx.AsyncClient, provider: Provider, timeout: f
                 family = (m.get("details") or {}).get("family") or ""
                 reported: list[str] = []
                 try:
-                    show = await client.post(f"{base}/api/show", json={"model": name}, timeout=timeout)
+                    show = await client.post(f"{base}/api/show", json={"model": name}, headers=headers,
+                                             timeout=timeout)
                     if show.status_code == 200:
                         reported = show.json().get("capabilities") or []
                 except httpx.HTTPError:
@@ -70,8 +75,12 @@ async def discover_one(client: httpx.AsyncClient, provider: Provider, timeout: f
                      if isinstance(m, dict) and m.get("id")}
     except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
         if provider.reachable:
+            why = type(exc).__name__
+            if isinstance(exc, httpx.HTTPStatusError):  # the status alone: a Location may carry secrets
+                status = exc.response.status_code
+                why = f"HTTP {status}" + (", a redirect, not followed" if 300 <= status < 400 else "")
             log.warning("discovery: provider %r did not answer (%s); keeping its last %d model(s)",
-                        provider.name, type(exc).__name__, len(provider.discovered))
+                        provider.name, why, len(provider.discovered))
         provider.reachable = False
         return
     provider.discovered = found
@@ -89,7 +98,8 @@ class Discovery:
 
     async def refresh(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False)
+            # no redirect followed (the key would go along), no proxy from HTTP_PROXY & co.
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         await asyncio.gather(*(discover_one(self._client, p, self.config.timeout_s) for p in self.targets))
 
     async def start(self) -> None:
