@@ -2,17 +2,33 @@
 
 Every compiled module has a pure-Python twin of identical behaviour, so the
 build never fails for want of a compiler: it prints a warning and installs the
-Python version.  ``FASTROUTE_NO_EXTENSIONS=1`` skips the extensions entirely
-(the runtime obeys the same switch, see ``fastroute/_speedups/__init__.py``).
+Python version.  ``FASTROUTE_NO_EXTENSIONS=1`` (or true, yes, on) skips the extensions
+entirely; the runtime obeys the same switch, read by the same function: this file loads
+``fastroute/_speedups/_switch.py`` by its path, as the package cannot be imported before
+it is built.
 """
 
+import importlib.util
 import os
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NO_EXTENSIONS = bool(os.environ.get("FASTROUTE_NO_EXTENSIONS"))
+
+def _load_switch():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastroute", "_speedups", "_switch.py")
+    spec = importlib.util.spec_from_file_location("_fastroute_switch", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ValueError as exc:  # neither yes nor no: refuse to guess which build was meant
+        raise SystemExit(f"error: {module.VARIABLE}: {exc}") from None
+    return module
+
+
+_SWITCH = _load_switch()
+NO_EXTENSIONS = _SWITCH.NO_EXTENSIONS
 
 # One entry per hot path: module name -> .pyx source.
 SPEEDUPS = {
@@ -52,7 +68,8 @@ class OptionalBuildExt(build_ext):
 
 def extensions():
     if NO_EXTENSIONS:
-        print("FASTROUTE_NO_EXTENSIONS is set: building without Cython speedups.", file=sys.stderr)
+        print(f"{_SWITCH.VARIABLE}={os.environ.get(_SWITCH.VARIABLE)}: building without Cython speedups.",
+              file=sys.stderr)
         return []
     try:
         from Cython.Build import cythonize

@@ -9,11 +9,11 @@ except in ``-early-hit`` where one occurs near the start and ends the scan.
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
 
+from fastroute import _speedups
 from fastroute._speedups import _keywords_py
 
 PROSE = (
@@ -96,7 +96,7 @@ CASES = {
 @pytest.fixture(params=["python", "compiled"])
 def impl(request: pytest.FixtureRequest) -> type:
     if request.param == "compiled":
-        if os.environ.get("FASTROUTE_NO_EXTENSIONS", "") not in ("", "0"):
+        if _speedups.NO_EXTENSIONS:
             pytest.skip("FASTROUTE_NO_EXTENSIONS set")
         return pytest.importorskip("fastroute._speedups._keywords_c", reason="not compiled").KeywordMatcher
     return _keywords_py.KeywordMatcher

@@ -7,13 +7,13 @@ so every explicit case also runs with an extra tag of absent filler keywords
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from fastroute import _speedups
 from fastroute._speedups import _keywords_py
 
 Tags = dict[str, list[str]]
@@ -30,7 +30,7 @@ def reference(tags: Tags, text: str) -> list[str]:
 def impl(request: pytest.FixtureRequest) -> type:
     if request.param == "python":
         return _keywords_py.KeywordMatcher
-    if os.environ.get("FASTROUTE_NO_EXTENSIONS", "") not in ("", "0"):
+    if _speedups.NO_EXTENSIONS:
         pytest.skip("FASTROUTE_NO_EXTENSIONS set")
     module = pytest.importorskip("fastroute._speedups._keywords_c", reason="compiled speedups not built")
     return module.KeywordMatcher

@@ -165,7 +165,6 @@ def test_an_odd_upstream_event_ends_a_translated_stream_with_an_error(stub: Stub
         with httpx.stream("POST", f"{proc.url}/v1/messages", json=body, timeout=30) as resp:
             lines = list(resp.iter_lines())
         events = [line[7:] for line in lines if line.startswith("event: ")]
-        assert "fine so far" in "".join(lines)
         assert events[-1] == "error" and "message_stop" not in events  # never a clean end
         assert "sent a stream event fastroute cannot read" in lines[-2]
         # passed through (same dialect): the bytes go on as the upstream sent them; the log says it

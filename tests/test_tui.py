@@ -149,6 +149,14 @@ def test_watch_line_format() -> None:
     assert "\033[31m✗" in line and "after 2 attempts" in line and "provider 'p' failed" in line
 
 
+def test_watch_lines_show_control_characters() -> None:
+    """A model name is one line on the terminal: its escapes and newlines are shown, not obeyed."""
+    line = format_event({"type": "routed", "id": "req_1", "ts_ms": 0, "provider": "p", "rule": 0,
+                         "model": "m\x1b[2J\nfake line\x9b"}, colour=True)
+    assert "m␛[2J␊fake line\\x9b" in line and "\n" not in line and "\x9b" not in line
+    assert line.count("\x1b") == line.count("\x1b[") == 6  # only its own colours: dim, bold, resets
+
+
 def test_a_server_that_wants_a_key(tmp_path: Path) -> None:
     conf = tmp_path / "k.toml"
     conf.write_text(CONFIG.replace("dashboard = true", 'dashboard = true\napi_key_env = "FR_TEST_SERVER_KEY"'))
@@ -174,6 +182,80 @@ def test_a_server_that_wants_a_key(tmp_path: Path) -> None:
             async with keyed.run_test(size=(140, 40)) as pilot:
                 await wait_until(pilot, lambda: "connected" in keyed.status_text)
 
+        asyncio.run(scenario())
+    finally:
+        proc.stop()
+
+
+MARKUP_CONFIG = """
+[server]
+dashboard = true
+[classifiers.keyword]
+enabled = true
+[classifiers.keyword.tags]
+"[i]tagged" = ["look"]
+[[providers]]
+name = "echo[/b]"
+format = "echo"
+[[routers]]
+type = "prefix"
+model_prefix = ""
+provider = "echo[/b]"
+"""
+
+#: what a client or a provider may send: a closing tag with nothing open, styles, a link, a half tag
+MARKUP_REPLY = "look: [/b] [red]red[/red] [link=https://example.com]x[/link] [b"
+MARKUP_MODEL = "m[/i][red]x"
+#: escape sequences that would clear the terminal and retitle its window; shown, never sent
+CONTROLS, SHOWN = "\x1b[2J\x1b]0;pwned\x07", "␛[2J␛]0;pwned␇"
+
+
+def screen_text(app: MonitorApp) -> str:
+    """What the terminal shows, as plain text."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def test_text_from_clients_and_providers_is_shown_as_it_is(tmp_path: Path) -> None:
+    """Replies, prompts, model and provider names, tags and status lines are never read as markup:
+    ``[/b]`` used to crash the monitor, ``[red]`` to vanish into a colour."""
+    conf = tmp_path / "m.toml"
+    conf.write_text(MARKUP_CONFIG)
+    proc = FastrouteProcess([str(conf)]).start()
+
+    async def scenario() -> None:
+        app = MonitorApp(proc.url)
+        async with app.run_test(size=(200, 44)) as pilot:  # a log line over 78 columns would wrap
+            await wait_until(pilot, lambda: "connected" in app.status_text)
+            await pilot.press("tab")
+            chat = app.query_one("#chat-input")
+            chat.value = f":model {MARKUP_MODEL}"
+            await pilot.press("enter")
+            chat.value = MARKUP_REPLY
+            await pilot.press("enter")
+            reply = f"{MARKUP_MODEL}: {MARKUP_REPLY}"
+            await wait_until(pilot, lambda: reply in lines(app, "#chat-log"))
+            chat.value = f"and {CONTROLS}"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: f"{MARKUP_MODEL}: and {SHOWN}" in lines(app, "#chat-log"))
+            await wait_until(pilot, lambda: app.query_one("#stats").row_count >= 2)
+            app.set_status("cannot reach http://[::1]:8090 [/b]; retrying every 1 s")
+            await pilot.pause()
+            shown = screen_text(app)
+            assert f"you: {MARKUP_REPLY}" in shown and reply in shown  # prompt and reply, brackets and all
+            assert f"you: and {SHOWN}" in shown and f"{MARKUP_MODEL}: and {SHOWN}" in shown
+            assert "\x1b" not in shown and "\x07" not in shown  # the terminal gets no escape of theirs
+            assert f"model {MARKUP_MODEL}" in shown  # the chat pane's title
+            assert f"routed to echo[/b] {MARKUP_MODEL}" in shown  # the feed
+            assert "echo[/b]" in lines(app, "#feed")
+            stats = [str(cell) for row in app.query_one("#stats").rows
+                     for cell in app.query_one("#stats").get_row(row)]
+            assert "echo[/b]" in stats and "tag:[i]tagged" in stats
+            assert "echo[/b]" in shown.split("by provider")[1] and "tag:[i]tagged" in shown
+            assert "cannot reach http://[::1]:8090 [/b]; retrying" in shown  # the status line
+            await pilot.press("escape", "q")
+        assert app.return_code in (0, None)
+
+    try:
         asyncio.run(scenario())
     finally:
         proc.stop()

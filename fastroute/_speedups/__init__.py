@@ -7,8 +7,9 @@
   ``_decode_py.py``, compiled from the same source as ``_decode_c`` (Cython
   pure-Python mode, ``_decode_c.py`` links to it), so the two cannot drift.
 
-``FASTROUTE_NO_EXTENSIONS=1`` (read once, in ``_switch``, and by setup.py) forces
-the Python versions.  Both implementations stay importable by name (``...Py``,
+``FASTROUTE_NO_EXTENSIONS=1`` (also true, yes, on; read once, by ``_switch``, which
+setup.py loads by path to read it the same way) forces the Python versions; a value that
+is neither yes nor no is a config error.  Both implementations stay importable by name (``...Py``,
 ``...C``, the latter None when not built) so tests and benchmarks run each;
 :func:`implementation` says which one is live.
 """
@@ -19,12 +20,17 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from fastroute.errors import ConfigError
+
+try:  # first, so the switch is read (once) here, before any module that obeys it
+    from fastroute._speedups._switch import NO_EXTENSIONS
+except ValueError as exc:  # neither yes nor no: said like any other config error
+    raise ConfigError("environment", "FASTROUTE_NO_EXTENSIONS", str(exc)) from None
 from fastroute._speedups import _decode_py
 from fastroute._speedups._keywords_py import KeywordMatcher as KeywordMatcherPy
 from fastroute._speedups._rules_py import RuleScanner as RuleScannerPy
 from fastroute._speedups._sse_py import SSEDecoder as SSEDecoderPy
 from fastroute._speedups._sse_py import SSEEvent
-from fastroute._speedups._switch import NO_EXTENSIONS
 
 SSEDecoderC: type | None = None
 RuleScannerC: type | None = None
@@ -59,6 +65,8 @@ OllamaStreamDecoder = _decode.OllamaStreamDecoder
 OPENAI_STOP, ANTHROPIC_STOP, OLLAMA_STOP = _decode_py.OPENAI_STOP, _decode_py.ANTHROPIC_STOP, _decode_py.OLLAMA_STOP
 openai_usage, anthropic_usage, ollama_usage = _decode.openai_usage, _decode.anthropic_usage, _decode.ollama_usage
 args_text = _decode.args_text
+#: ids for what upstreams send without one (Ollama's answers and tool calls)
+new_id = _decode.new_id
 
 
 def implementation() -> str:

@@ -8,7 +8,7 @@ drift.  Each decoder knows only its own dialect.
 
 from __future__ import annotations
 
-import time
+import os
 from typing import Any
 
 import orjson
@@ -18,6 +18,12 @@ from fastroute.canonical import StreamEvent, ToolCall, Usage
 from fastroute.errors import UpstreamError
 
 SSEDecoder = live_sse_decoder()
+
+
+def new_id(prefix: str) -> str:
+    """An id for what an upstream sent without one (an Ollama answer, its tool calls): random,
+    so answers made at the same moment, or in the same conversation, never share one."""
+    return prefix + os.urandom(12).hex()
 
 
 # ── OpenAI ─────────────────────────────────────────────────────────────────
@@ -253,7 +259,7 @@ class OllamaStreamDecoder:
             return
         if not self._started:
             self._started = True
-            out.append(StreamEvent("start", id="ollama-" + str(int(time.time() * 1000)), model=obj.get("model", "")))
+            out.append(StreamEvent("start", id=new_id("ollama-"), model=obj.get("model", "")))
         message = obj.get("message") or {}
         if message.get("thinking"):
             out.append(StreamEvent("thinking", text=message["thinking"]))
@@ -262,7 +268,7 @@ class OllamaStreamDecoder:
         for c in message.get("tool_calls") or ():
             fn = c.get("function") or {}
             out.append(StreamEvent("tool_call", index=self._tools, tool_call=ToolCall(
-                id=c.get("id") or f"call_{self._tools}", name=fn.get("name", ""),
+                id=c.get("id") or new_id("call_"), name=fn.get("name", ""),
                 arguments=args_text(fn.get("arguments")))))
             self._tools += 1
         if obj.get("done"):

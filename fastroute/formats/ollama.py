@@ -20,6 +20,7 @@ from fastroute.errors import BadRequest, ProviderStatusError, RequestError, Upst
 from fastroute._speedups import OLLAMA_STOP as _STOP_IN
 from fastroute._speedups import OllamaStreamDecoder as StreamDecoder
 from fastroute._speedups import args_text as _args_text
+from fastroute._speedups import new_id as _new_id
 from fastroute._speedups import ollama_usage as _usage
 from fastroute.formats.tap import DecoderTap
 from fastroute.formats.framing import ndjson_boundary
@@ -226,11 +227,11 @@ def parse_response(body: bytes) -> ChatResponse:
         content.append(ThinkingPart(message["thinking"]))
     if message.get("content"):
         content.append(TextPart(message["content"]))
-    calls = [ToolCall(id=c.get("id") or f"call_{i}", name=(c.get("function") or {}).get("name", ""),
+    calls = [ToolCall(id=c.get("id") or _new_id("call_"), name=(c.get("function") or {}).get("name", ""),
                       arguments=_args_text((c.get("function") or {}).get("arguments")))
-             for i, c in enumerate(message.get("tool_calls") or ())]
+             for c in message.get("tool_calls") or ()]
     stop = "tool_calls" if calls else _STOP_IN.get(obj.get("done_reason") or "stop", "stop")
-    return ChatResponse(id="ollama-" + str(int(time.time() * 1000)), model=obj.get("model") or "",
+    return ChatResponse(id=_new_id("ollama-"), model=obj.get("model") or "",
                         content=content, tool_calls=calls, stop_reason=stop, usage=_usage(obj))
 
 

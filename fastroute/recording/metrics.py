@@ -2,22 +2,79 @@
 
 With several workers, ``PROMETHEUS_MULTIPROC_DIR`` (set by the runner) makes
 every worker's counters add up in whichever worker answers the scrape.
+
+Labels carry only the names the routing table knows (:class:`LabelNames`): a model
+name a client made up is counted as ``other``, so no client can grow the series --
+memory, and the size of ``/metrics``, which needs no key -- by asking for new names.
 """
 
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from fastroute.routing.catalogue import candidate_names
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: the label of every provider or model name the routing table does not know
+OTHER = "other"
+#: provider labels that name no provider: refused before routing, answered by a plugin
+NOT_PROVIDERS = ("none", "plugin")
+_DISCOVERED = attrgetter("discovered")
+
+
+class LabelNames:
+    """Which names a label may carry: the configured providers, and the models the routing table
+    knows -- every provider's declared and discovered models, the names rules give
+    (:func:`~fastroute.routing.catalogue.candidate_names`) and whatever ``GET /v1/models`` lists.
+
+    A known name costs one set lookup.  An unknown one costs a look at the providers'
+    ``discovered`` lists, which discovery replaces when it refreshes (what the catalogue's own
+    cache is keyed by); the sets are built again only when one of them changed.  Without a
+    catalogue no provider and no model is known.
+    """
+
+    def __init__(self, catalogue: Any = None) -> None:
+        self._catalogue = catalogue
+        self._seen: tuple[Any, ...] | None = None
+        self.providers: frozenset[str] = frozenset(NOT_PROVIDERS)
+        self.models: frozenset[str] = frozenset()
+
+    def provider(self, name: str) -> str:
+        if name in self.providers or (self._refresh() and name in self.providers):
+            return name
+        return OTHER
+
+    def model(self, name: str) -> str:
+        if name in self.models or (self._refresh() and name in self.models):
+            return name
+        return OTHER
+
+    def _refresh(self) -> bool:
+        """Build the sets again when a provider's model list changed since the last time; True when one had."""
+        catalogue = self._catalogue
+        if catalogue is None:
+            return False
+        seen = tuple(map(_DISCOVERED, catalogue.providers.values()))
+        if seen == self._seen:  # the same lists (or new ones of the same names and capabilities)
+            self._seen = seen
+            return False
+        self._seen = seen  # held: the identities of the lists cannot be reused
+        listed = catalogue.models()
+        self.providers = frozenset((*catalogue.providers, *NOT_PROVIDERS))
+        self.models = frozenset((*candidate_names(catalogue.config, catalogue.providers), *(m.id for m in listed)))
+        return True
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, names: LabelNames | None = None) -> None:
+        #: which provider and model names become labels (:meth:`label_only`)
+        self.names = names or LabelNames()
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         reg = None if self.multiprocess else self.registry  # multiprocess: values live in the shared files
@@ -39,9 +96,16 @@ class Metrics:
 
             multiprocess.MultiProcessCollector(self.registry)
 
+    def label_only(self, catalogue: Any) -> None:
+        """Label only the providers and models ``catalogue`` knows (the server's
+        :class:`~fastroute.routing.catalogue.Catalogue`); every other name is ``other``."""
+        self.names = LabelNames(catalogue)
+
     def observe(self, entry: dict[str, Any]) -> None:
         """Count one finished request (a ``complete`` record)."""
-        provider, model = entry.get("provider") or "none", entry.get("sent_model") or entry.get("requested_model") or ""
+        names = self.names
+        provider = names.provider(entry.get("provider") or "none")
+        model = names.model(entry.get("sent_model") or entry.get("requested_model") or "")
         self.requests.labels(provider, model, str(entry.get("status", 0))).inc()
         if entry.get("duration_ms") is not None:
             self.duration.labels(provider, model).observe(entry["duration_ms"] / 1000.0)
@@ -54,7 +118,8 @@ class Metrics:
         attempts = entry.get("attempts") or []
         for a in attempts:
             if a.get("error"):
-                self.upstream_errors.labels(a.get("provider") or "none", str(a.get("status") or "")).inc()
+                failed = names.provider(a.get("provider") or "none")
+                self.upstream_errors.labels(failed, str(a.get("status") or "")).inc()
         if len(attempts) > 1 and entry.get("status") == 200:
             self.failovers.labels(provider, model).inc()
 

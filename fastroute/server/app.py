@@ -383,6 +383,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, server_key, metrics)
+    metrics.label_only(handlers.catalogue)  # a name a client made up is no label
 
     app = Application(show_error_details=False)
     openai_chat = handlers.chat(openai_dialect)

@@ -5,6 +5,11 @@ latency, and a chat that streams replies through the router (``:model NAME``
 picks the model).  Keys: ``q`` / Ctrl-C quit, Tab or ``i`` to the chat,
 ↑↓ or ``j``/``k`` scroll the feed, Enter sends, Esc leaves the input.  It
 reconnects by itself when the server restarts, and says so.
+
+Everything shown comes from a client or a provider (replies, prompts, model and
+provider names, tags, errors, URLs), so nothing is read as Textual markup: the
+logs and lines are plain (``markup=False``), titles and table cells plain text;
+and control characters are shown, not sent to the terminal (:mod:`fastroute.tui.text`).
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from typing import Any
 
 import httpx
 import orjson
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from fastroute._speedups import SSEDecoder
 from fastroute.tui.feed import FeedRefused, events
+from fastroute.tui.text import lines, one_line
 from fastroute.tui.watch import format_event
 
 
@@ -62,6 +70,23 @@ class Figures:
         return out
 
 
+def chat_title(model: str) -> Content:
+    """The chat pane's title: plain text (a model name is whatever a client typed)."""
+    return Content(f"chat — model {one_line(model)} (:model NAME to change)")
+
+
+def error_text(body: bytes) -> str:
+    """What an error answer says: its ``error.message``, else the body (controls made visible)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return lines(body[:300].decode("utf-8", "replace"))
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return lines(error["message"])
+    return lines(error or data)
+
+
 class MonitorApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "fastroute"
@@ -95,11 +120,11 @@ class MonitorApp(App[None]):
         stats.border_title = "by provider / tag (ms)"
         yield stats
         with Vertical(id="chat-pane") as pane:
-            pane.border_title = f"chat — model {self.model} (:model NAME to change)"
+            pane.border_title = chat_title(self.model)
             yield RichLog(id="chat-log", wrap=True, markup=False)
-            yield Static("", id="chat-reply")
+            yield Static("", id="chat-reply", markup=False)
             yield Input(placeholder="Enter sends · Esc leaves · :model NAME", id="chat-input")
-        yield Static(self.status_text, id="status")
+        yield Static(one_line(self.status_text), id="status", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#stats", DataTable).add_columns("provider", "req", "err", "p50", "p95", "tokens")
@@ -111,7 +136,7 @@ class MonitorApp(App[None]):
 
     def set_status(self, text: str) -> None:
         self.status_text = text
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(one_line(text))
 
     @work(exclusive=True, group="feed")
     async def follow(self) -> None:
@@ -129,7 +154,7 @@ class MonitorApp(App[None]):
             table = self.query_one("#stats", DataTable)
             table.clear()
             for row in self.figures.rows():
-                table.add_row(*row)
+                table.add_row(*(Text(one_line(cell)) for cell in row))  # a str cell would be read as markup
 
     # keys ---------------------------------------------------------------
 
@@ -162,12 +187,12 @@ class MonitorApp(App[None]):
             name = text[len(":model"):].strip()
             if name:
                 self.model = name
-                self.query_one("#chat-pane").border_title = f"chat — model {self.model} (:model NAME to change)"
-                log.write(f"· model is now {name}")
+                self.query_one("#chat-pane").border_title = chat_title(self.model)
+                log.write(f"· model is now {one_line(name)}")
             else:
-                log.write(f"· model is {self.model}")
+                log.write(f"· model is {one_line(self.model)}")
             return
-        log.write(f"you: {text}")
+        log.write(f"you: {lines(text)}")
         self.history.append({"role": "user", "content": text})
         self.stream_reply()
 
@@ -182,8 +207,7 @@ class MonitorApp(App[None]):
                 async with client.stream("POST", f"{self.url}/v1/chat/completions", json=body,
                                          headers=headers) as resp:
                     if resp.status_code != 200:
-                        data = orjson.loads(await resp.aread())
-                        log.write(f"error {resp.status_code}: {data.get('error', {}).get('message', data)}")
+                        log.write(f"error {resp.status_code}: {error_text(await resp.aread())}")
                         self.history.pop()
                         return
                     decoder = SSEDecoder()
@@ -193,21 +217,22 @@ class MonitorApp(App[None]):
                                 continue
                             obj = orjson.loads(ev.data)
                             if "error" in obj:
-                                log.write(f"error: {obj['error'].get('message')}")
+                                log.write(f"error: {error_text(ev.data)}")
                                 return
                             for choice in obj.get("choices") or ():
                                 delta = (choice.get("delta") or {}).get("content")
                                 if delta:
                                     reply.append(delta)
-                                    self.query_one("#chat-reply", Static).update(f"{self.model}: {''.join(reply)}")
+                                    self.query_one("#chat-reply", Static).update(
+                                        f"{one_line(self.model)}: {lines(''.join(reply))}")
         except httpx.HTTPError as exc:
-            log.write(f"error: cannot reach {self.url} ({type(exc).__name__})")
+            log.write(f"error: cannot reach {one_line(self.url)} ({type(exc).__name__})")
             self.history.pop()
             return
         text = "".join(reply)
         self.history.append({"role": "assistant", "content": text})
         self.query_one("#chat-reply", Static).update("")
-        log.write(f"{self.model}: {text}")
+        log.write(f"{one_line(self.model)}: {lines(text)}")
 
 
 def run(url: str, api_key: str | None = None) -> int:

@@ -1,6 +1,8 @@
 """``fastroute watch [URL]``: one line per event, as they happen.
 
-Colour on a terminal, plain when piped, ``--json`` for the raw events.
+Colour on a terminal, plain when piped, ``--json`` for the raw events.  What an event
+carries from a client or a provider (model names, tags, errors) is shown on one line, its
+control characters made visible (:mod:`fastroute.tui.text`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, TextIO
 import orjson
 
 from fastroute.tui.feed import FeedRefused, events
+from fastroute.tui.text import one_line
 
 _COLOURS = {"dim": "\033[2m", "green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "cyan": "\033[36m",
             "bold": "\033[1m", "reset": "\033[0m"}
@@ -25,19 +28,20 @@ def _clock(ts_ms: Any) -> str:
 def format_event(ev: dict[str, Any], colour: bool) -> str | None:
     """One line for one event (None for events without a line)."""
     c = _COLOURS if colour else dict.fromkeys(_COLOURS, "")
-    kind, rid = ev.get("type"), str(ev.get("id", ""))[-8:]
+    kind, rid = ev.get("type"), one_line(str(ev.get("id", ""))[-8:])
     if kind == "start":
         return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']} {c['cyan']}→{c['reset']} {rid} "
-                f"{ev.get('model', '')} {c['dim']}({ev.get('dialect', '')}"
+                f"{one_line(ev.get('model', ''))} {c['dim']}({one_line(ev.get('dialect', ''))}"
                 f"{', stream' if ev.get('stream') else ''}, in flight {ev.get('in_flight', 0)}){c['reset']}")
     if kind == "classified":
-        tags = ", ".join(ev.get("tags") or []) or "none"
+        tags = one_line(", ".join(ev.get("tags") or []) or "none")
         return f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']}   {rid} tags: {tags}"
     if kind == "routed":
         rule = ev.get("rule")
-        how = "forced by a plugin" if rule == -1 else f"rule {rule}"
+        how = "forced by a plugin" if rule == -1 else f"rule {one_line(rule)}"
         return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']}   {rid} routed to "
-                f"{c['bold']}{ev.get('provider')}{c['reset']} {ev.get('model')} {c['dim']}({how}){c['reset']}")
+                f"{c['bold']}{one_line(ev.get('provider'))}{c['reset']} {one_line(ev.get('model'))} "
+                f"{c['dim']}({how}){c['reset']}")
     if kind == "complete":
         failed = bool(ev.get("error")) or (ev.get("status") or 0) >= 400
         mark = f"{c['red']}✗" if failed else f"{c['green']}✓"
@@ -46,9 +50,10 @@ def format_event(ev: dict[str, Any], colour: bool) -> str | None:
         ttft = f" ttft {ev['ttft_ms']:.0f}ms" if ev.get("ttft_ms") is not None else ""
         cost = f" ${ev['cost_usd']:.6f}" if ev.get("cost_usd") else ""
         tries = f" after {len(ev['attempts'])} attempts" if len(ev.get("attempts") or []) > 1 else ""
-        error = f" {c['red']}{ev['error']}{c['reset']}" if ev.get("error") else ""
+        error = f" {c['red']}{one_line(ev['error'])}{c['reset']}" if ev.get("error") else ""
+        model = ev.get("sent_model") or ev.get("requested_model") or "-"
         return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']} {mark}{c['reset']} {rid} "
-                f"{ev.get('provider') or '-'}/{ev.get('sent_model') or ev.get('requested_model') or '-'} "
+                f"{one_line(ev.get('provider') or '-')}/{one_line(model)} "
                 f"{ev.get('status')} {ev.get('duration_ms', 0):.0f}ms{ttft}{tokens}{cost}{tries}{error}")
     return None
 
