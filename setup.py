@@ -35,6 +35,8 @@ SPEEDUPS = {
     "fastroute._speedups._sse_c": "fastroute/_speedups/_sse_c.pyx",
     # one source for both: _decode_c.py is a link to _decode_py.py (Cython pure-Python mode)
     "fastroute._speedups._decode_c": "fastroute/_speedups/_decode_c.py",
+    # the same for request shapes: _shape_c.py is a link to _shape_py.py
+    "fastroute._speedups._shape_c": "fastroute/_speedups/_shape_c.py",
     "fastroute._speedups._rules_c": "fastroute/_speedups/_rules_c.pyx",
     "fastroute._speedups._keywords_c": "fastroute/_speedups/_keywords_c.pyx",
 }

@@ -18,7 +18,7 @@ WITHOUT = ["1", "true", "TRUE", "yes", "On", " yes "]  # go without the compiled
 WITH = ["0", "false", "False", "no", "OFF", "", " 0 "]  # use them
 GARBAGE = ["maybe", "2", "y", "-1", "enabled"]
 COMPILED = ["fastroute._speedups._decode_c", "fastroute._speedups._keywords_c", "fastroute._speedups._rules_c",
-            "fastroute._speedups._sse_c"]
+            "fastroute._speedups._shape_c", "fastroute._speedups._sse_c"]
 #: the extensions are built here (looked up, not imported)
 BUILT = all((spec := find_spec(name)) is not None and str(spec.origin).endswith(tuple(EXTENSION_SUFFIXES))
             for name in COMPILED)

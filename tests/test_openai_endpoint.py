@@ -116,26 +116,40 @@ def test_forward_client_key(router: FastrouteProcess, fresh_stub: StubUpstream) 
 
 # ── bad input ─────────────────────────────────────────────────────────────
 
-@pytest.mark.parametrize("raw, fragment", [
-    (b"{not json", "not valid JSON"),
-    (b"", "empty"),
-    (b"[1, 2]", "JSON object"),
-    (b'{"messages": [{"role": "user", "content": "hi"}]}', "'model' is required"),
-    (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}', "'model' must be"),
-    (b'{"model": "echo"}', "'messages' is required"),
-    (b'{"model": "echo", "messages": "hi"}', "'messages' must be an array"),
-    (b'{"model": "echo", "messages": ["hi"]}', "'messages[0]' must be an object"),
-    (b'{"model": "echo", "messages": [{"role": "wizard", "content": "hi"}]}', "'messages[0].role'"),
-    (b'{"model": "echo", "messages": [{"role": "user", "content": 5}]}', "'messages[0].content'"),
-    (b'{"model": "echo", "stream": "yes", "messages": [{"role": "user", "content": "hi"}]}', "'stream'"),
+@pytest.mark.parametrize("raw, fragment, param", [
+    (b"{not json", "not valid JSON", None),
+    (b"", "empty", None),
+    (b"[1, 2]", "the request body: expected an object, got an array", None),
+    (b'{"messages": [{"role": "user", "content": "hi"}]}', "model: is required", "model"),
+    (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}',
+     "model: expected a non-empty string, got an integer", "model"),
+    (b'{"model": "echo"}', "messages: is required", "messages"),
+    (b'{"model": "echo", "messages": "hi"}', "messages: expected a non-empty array, got a string", "messages"),
+    (b'{"model": "echo", "messages": ["hi"]}', "messages[0]: expected an object, got a string", "messages[0]"),
+    (b'{"model": "echo", "messages": [{"role": "wizard", "content": "hi"}]}',
+     "messages[0].role: expected one of 'assistant', 'developer', 'function', 'system', 'tool', 'user', got 'wizard'",
+     "messages[0].role"),
+    (b'{"model": "echo", "messages": [{"role": "user", "content": 5}]}',
+     "messages[0].content: expected a string or an array, got an integer", "messages[0].content"),
+    (b'{"model": "echo", "stream": "yes", "messages": [{"role": "user", "content": "hi"}]}',
+     "stream: expected a boolean, got a string", "stream"),
+    (b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": '
+     b'[{"type": "image_url", "image_url": ["http://x/y.png"]}]}]}',
+     "messages[1].content[0].image_url: expected an object, got an array", "messages[1].content[0].image_url"),
+    (b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}], "tools": true}',
+     "tools: expected an array, got a boolean", "tools"),
+    (b'{"model": "echo", "messages": [{"role": "assistant", "content": null, "tool_calls": [null]}]}',
+     "messages[0].tool_calls[0]: expected an object, got null", "messages[0].tool_calls[0]"),
 ])
-def test_bad_input_is_400_in_openai_shape(router: FastrouteProcess, raw: bytes, fragment: str) -> None:
+def test_bad_input_is_400_in_openai_shape(router: FastrouteProcess, raw: bytes, fragment: str,
+                                          param: str | None) -> None:
     resp = httpx.post(f"{router.url}/v1/chat/completions", content=raw,
                       headers={"content-type": "application/json"})
     assert resp.status_code == 400
     error = resp.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert fragment in error["message"]
+    assert error["param"] == param
 
 
 def test_sdk_sees_bad_request(router: FastrouteProcess) -> None:

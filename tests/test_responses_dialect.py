@@ -98,7 +98,7 @@ def test_responses_refuses_what_it_cannot_serve(router: FastrouteProcess) -> Non
         c.responses.create(model="echo", input="hi", previous_response_id="resp_123")
     with pytest.raises(openai.BadRequestError, match="tool type 'local_shell' is not supported"):
         c.responses.create(model="echo", input="hi", tools=[{"type": "local_shell"}])
-    with pytest.raises(openai.BadRequestError, match="'input' is required"):
+    with pytest.raises(openai.BadRequestError, match="input: expected a non-empty array, got an empty one"):
         c.responses.create(model="echo", input=[])
 
 

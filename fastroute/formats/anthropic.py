@@ -26,6 +26,9 @@ from fastroute.canonical import (
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
 from fastroute.formats.tap import DecoderTap
 from fastroute.formats.framing import sse_boundary
+from fastroute.formats.shape import (
+    BOOL, INT, NUM, OBJECT, STR, Arr, Either, Obj, OneOf, ShapeError, Tagged, Text,
+)
 
 NAME = "anthropic"
 STREAM_CONTENT_TYPE = b"text/event-stream"
@@ -58,43 +61,62 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 # ── requests from clients ─────────────────────────────────────────────────
 
+# the shape of a request: what parse_request reads, checked before anything reads it
+_SOURCE = Tagged("type", {"url": Obj({"url": STR}, required=("url",)),
+                          "base64": Obj({"data": STR, "media_type": STR}, required=("data",)),
+                          "text": Obj({"data": STR, "media_type": STR}, required=("data",))})
+_TEXT = Obj({"text": STR}, required=("text",))
+_BLOCK = Tagged("type", {
+    "text": _TEXT,
+    "image": Obj({"source": _SOURCE}, required=("source",)),
+    "document": Obj({"source": _SOURCE, "title": STR}, required=("source",)),
+    "thinking": Obj({"thinking": STR, "signature": STR}),
+    "redacted_thinking": Obj({"data": STR}),
+    "tool_use": Obj({"id": STR, "name": STR, "input": OBJECT}),
+})
+_BLOCK.add("tool_result", Obj({"tool_use_id": STR, "content": Either(STR, Arr(_BLOCK)), "is_error": BOOL}))
+_MESSAGE = Obj({"role": OneOf("user", "assistant", "system"), "content": Either(STR, Arr(_BLOCK))},
+               required=("role", "content"))
+REQUEST = Obj({
+    "model": Text(), "messages": Arr(_MESSAGE), "system": Either(STR, Arr(Tagged("type", {"text": _TEXT}))),
+    "stream": BOOL, "max_tokens": INT, "temperature": NUM, "top_p": NUM, "top_k": INT, "stop_sequences": Arr(STR),
+    "tools": Arr(Obj({"type": STR, "name": STR, "description": STR, "input_schema": OBJECT, "strict": BOOL})),
+    "tool_choice": Obj({"type": STR, "name": STR, "disable_parallel_tool_use": BOOL}),
+    "thinking": Obj({"type": STR, "budget_tokens": INT}), "mcp_servers": Arr(OBJECT), "metadata": OBJECT,
+    "output_config": Obj({"format": Obj({"type": STR, "name": STR, "schema": OBJECT}), "effort": STR}),
+}, required=("model", "messages"))
+
+#: how Anthropic (pydantic) names what a field should be
+_SHOULD = {"a string": "a valid string", "a non-empty string": "a valid string", "an object": "a valid dictionary",
+           "an array": "a valid list", "a non-empty array": "a valid list", "an integer": "a valid integer",
+           "a number": "a valid number", "a boolean": "a valid boolean"}
+
+
+def _refusal(err: ShapeError) -> BadRequest:
+    """A wrong-shaped body, worded as Anthropic words it (clients match on it)."""
+    path = err.path("dots") or "body"
+    if err.kind == "missing":
+        problem = "Field required"
+    elif err.kind == "choice":
+        *rest, last = (repr(c) for c in err.choices)
+        problem = f"Input should be {', '.join(rest)} or {last}"
+    elif err.kind == "tag":
+        problem = f"Unable to extract tag using discriminator '{err.expected}'"
+    elif err.kind == "empty":
+        problem = "String should have at least 1 character" if isinstance(err.got, str) else \
+            "List should have at least 1 item after validation, not 0"
+    else:
+        problem = "Input should be " + " or ".join(_SHOULD.get(e, e) for e in err.expected.split(" or "))
+    return BadRequest(f"{path}: {problem}", param=path)
+
+
 def check_request(body: Any) -> tuple[str, bool]:
-    """The shape fastroute relies on; errors worded as Anthropic words them (clients match on it)."""
-    if not isinstance(body, dict):
-        raise BadRequest("body: Input should be a valid dictionary or object to extract fields from")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model: Field required" if model is None else "model: Input should be a valid string",
-                         param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise BadRequest("messages: Field required" if messages is None else "messages: Input should be a valid list",
-                         param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise BadRequest(f"messages.{i}: Input should be a valid dictionary", param=f"messages.{i}")
-        if m.get("role") not in ROLES:
-            raise BadRequest(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'",
-                             param=f"messages.{i}.role")
-        content = m.get("content")
-        if not isinstance(content, (str, list)):
-            raise BadRequest(f"messages.{i}.content: Input should be a valid string or a valid list",
-                             param=f"messages.{i}.content")
-        if isinstance(content, list):
-            for j, block in enumerate(content):
-                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                    raise BadRequest(f"messages.{i}.content.{j}: Unable to extract tag using discriminator 'type'",
-                                     param=f"messages.{i}.content.{j}")
-    system = body.get("system")
-    if system is not None and not isinstance(system, (str, list)):
-        raise BadRequest("system: Input should be a valid string or a valid list", param="system")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-        raise BadRequest("max_tokens: Input should be a valid integer", param="max_tokens")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream: Input should be a valid boolean", param="stream")
-    return model, stream
+    """Check the body against :data:`REQUEST`; return (model, stream)."""
+    try:
+        REQUEST.check(body)
+    except ShapeError as err:
+        raise _refusal(err) from None
+    return body["model"], body.get("stream") or False
 
 
 def _source_part(block: dict[str, Any], kind: str) -> Any:
@@ -123,11 +145,11 @@ def _parse_blocks(content: Any) -> list[Any]:
     for block in content or ():
         kind = block.get("type")
         if kind == "text":
-            parts.append(TextPart(block.get("text", "")))
+            parts.append(TextPart(block["text"]))
         elif kind in ("image", "document"):
             parts.append(_source_part(block, kind))
         elif kind == "thinking":
-            parts.append(ThinkingPart(block.get("thinking", ""), signature=block.get("signature")))
+            parts.append(ThinkingPart(block.get("thinking") or "", signature=block.get("signature")))
         elif kind == "redacted_thinking":
             parts.append(ThinkingPart(redacted=True, data=block.get("data")))
         else:  # kept as it came: an Anthropic provider takes it, no other provider drops it silently
@@ -160,7 +182,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             continue
         if role == "assistant":
             blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
-            calls = [ToolCall(id=b.get("id", ""), name=b.get("name", ""),
+            calls = [ToolCall(id=b.get("id") or "", name=b.get("name") or "",
                               arguments=orjson.dumps(b.get("input") or {}).decode())
                      for b in blocks if b.get("type") == "tool_use"]
             messages.append(Message("assistant", _parse_blocks([b for b in blocks if b.get("type") != "tool_use"]),
@@ -188,13 +210,11 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                 continue
             raise BadRequest(f"tools.{i}: Anthropic-defined tool {kind!r} can only be served by an Anthropic provider",
                              param=f"tools.{i}")
-        tools.append(Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("input_schema"),
+        tools.append(Tool(name=t.get("name") or "", description=t.get("description"), parameters=t.get("input_schema"),
                           strict=t.get("strict")))
     hosted += [(NAME, "mcp_servers", server) for server in body.get("mcp_servers") or ()]
     choice, parallel = _parse_tool_choice(body.get("tool_choice"))
     config = body.get("output_config") or {}
-    if not isinstance(config, dict):
-        raise BadRequest("output_config: Input should be a valid dictionary", param="output_config")
     fmt = config.get("format")
     schema = None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
@@ -216,7 +236,7 @@ def _parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
     parallel = False if choice.get("disable_parallel_tool_use") else None
     kind = choice.get("type")
     if kind == "tool":
-        return {"name": choice.get("name", "")}, parallel
+        return {"name": choice.get("name") or ""}, parallel
     return {"auto": "auto", "any": "required", "none": "none"}.get(kind), parallel
 
 

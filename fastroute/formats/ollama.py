@@ -24,6 +24,9 @@ from fastroute._speedups import new_id as _new_id
 from fastroute._speedups import ollama_usage as _usage
 from fastroute.formats.tap import DecoderTap
 from fastroute.formats.framing import ndjson_boundary
+from fastroute.formats.shape import (
+    BOOL, INT, NUM, OBJECT, STR, Arr, Either, Obj, OneOf, ShapeError, Text, bad_request,
+)
 
 NAME = "ollama"
 STREAM_CONTENT_TYPE = b"application/x-ndjson"
@@ -53,27 +56,32 @@ def _now() -> str:
 
 # ── requests from clients ─────────────────────────────────────────────────
 
+# the shape of a request: what parse_request reads, checked before anything reads it
+_CALL = Obj({"id": STR, "function": Obj({"name": STR, "arguments": Either(OBJECT, STR)})})
+_MESSAGE = Obj({"role": OneOf("system", "user", "assistant", "tool"), "content": STR, "images": Arr(STR),
+                "thinking": STR, "tool_calls": Arr(_CALL), "tool_name": STR, "tool_call_id": STR, "name": STR},
+               required=("role",))
+REQUEST = Obj({
+    "model": Text(), "messages": Arr(_MESSAGE, min_items=1), "stream": BOOL, "format": Either(STR, OBJECT),
+    "think": Either(BOOL, STR), "keep_alive": Either(STR, NUM),
+    "tools": Arr(Obj({"type": STR, "function": Obj({"name": STR, "description": STR, "parameters": OBJECT},
+                                                   required=("name",))})),
+    "options": Obj({**{key: NUM for key in ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty",
+                                            "frequency_penalty")},
+                    **{key: INT for key in ("top_k", "seed", "num_predict", "num_ctx", "num_batch", "num_gpu",
+                                            "main_gpu", "num_thread", "num_keep")},
+                    "stop": Either(STR, Arr(STR))}),
+}, required=("model", "messages"))
+
+
 def check_request(body: Any) -> tuple[str, bool]:
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model is required")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages is required: a non-empty array")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in _ROLES:
-            raise BadRequest(f"messages[{i}]: role must be one of system, user, assistant, tool")
-        if not isinstance(m.get("content", ""), str):
-            raise BadRequest(f"messages[{i}].content must be a string")
-        images = m.get("images")
-        if images is not None and not (isinstance(images, list) and all(isinstance(x, str) for x in images)):
-            raise BadRequest(f"messages[{i}].images must be an array of base64 strings")
-    stream = body.get("stream", True)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream must be a boolean")
-    return model, stream
+    """Check the body against :data:`REQUEST`; return (model, stream) (Ollama streams by default)."""
+    try:
+        REQUEST.check(body)
+    except ShapeError as err:
+        raise bad_request(err) from None
+    stream = body.get("stream")
+    return body["model"], True if stream is None else stream
 
 
 def parse_request(body: dict[str, Any]) -> ChatRequest:
@@ -83,7 +91,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     last_calls: dict[str, str] = {}  # tool name -> id of its latest call, to pair tool results
     for i, m in enumerate(body["messages"]):
         role = m["role"]
-        content = m.get("content", "")
+        content = m.get("content") or ""
         if role == "system":
             if messages:  # in the middle of the conversation: it keeps its place
                 messages.append(Message("system", [TextPart(content)]))
@@ -99,7 +107,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         calls = []
         for j, c in enumerate(m.get("tool_calls") or ()):
             fn = c.get("function") or {}
-            call = ToolCall(id=c.get("id") or f"call_{i}_{j}", name=fn.get("name", ""),
+            call = ToolCall(id=c.get("id") or f"call_{i}_{j}", name=fn.get("name") or "",
                             arguments=_args_text(fn.get("arguments")))
             last_calls[call.name] = call.id
             calls.append(call)
@@ -111,8 +119,6 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
                 tool_id = list(last_calls.values())[-1]
         messages.append(Message(role, parts, tool_calls=calls, tool_call_id=tool_id, name=m.get("tool_name")))
     options = body.get("options") or {}
-    if not isinstance(options, dict):
-        raise BadRequest("options must be an object")
     kwargs = {field: options[key] for key, field in _OPTIONS.items() if options.get(key) is not None}
     stop = options.get("stop")
     extra = {k: v for k, v in body.items() if k not in _MODELLED and k not in HINTS}
@@ -124,7 +130,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     think = body.get("think")
     thinking = {"type": "adaptive"} if think is True or isinstance(think, str) else (
         {"type": "disabled"} if think is False else None)
-    tools = [Tool(name=t["function"].get("name", ""), description=t["function"].get("description"),
+    tools = [Tool(name=t["function"]["name"], description=t["function"].get("description"),
                   parameters=t["function"].get("parameters"))
              for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     return ChatRequest(

@@ -21,6 +21,9 @@ from fastroute.canonical import (
     ToolCall, Usage, wire_name,
 )
 from fastroute.formats.framing import sse_boundary
+from fastroute.formats.shape import (
+    BOOL, INT, NUM, OBJECT, STR, Arr, Either, Obj, OneOf, ShapeError, Tagged, Text, bad_request,
+)
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
 
 NAME = "openai"
@@ -44,34 +47,37 @@ HINTS = frozenset({"stream_options", "user", "metadata", "store", "service_tier"
 
 # ── requests ───────────────────────────────────────────────────────────────
 
+# the shape of a request: what parse_request reads, checked before anything reads it
+_CALL = Obj({"id": STR, "type": STR, "function": Obj({"name": STR, "arguments": STR})})
+_PART = Tagged("type", {
+    "text": Obj({"text": STR}, required=("text",)),
+    "image_url": Obj({"image_url": Obj({"url": STR, "detail": STR}, required=("url",))}, required=("image_url",)),
+    "file": Obj({"file": Obj({"file_data": STR, "filename": STR, "file_id": STR})}, required=("file",)),
+    "refusal": Obj({"refusal": STR}),
+})
+_MESSAGE = Obj({"role": OneOf(*sorted(ROLES)), "content": Either(STR, Arr(_PART)), "name": STR,
+                "tool_call_id": STR, "tool_calls": Arr(_CALL)}, required=("role",))
+_TOOL = Tagged("type", {"function": Obj({"function": Obj({
+    "name": STR, "description": STR, "parameters": OBJECT, "strict": BOOL}, required=("name",))},
+    required=("function",))}, default="function")
+REQUEST = Obj({
+    "model": Text(), "messages": Arr(_MESSAGE, min_items=1), "stream": BOOL, "tools": Arr(_TOOL),
+    "tool_choice": Either(STR, Obj({"type": STR, "function": Obj({"name": STR})})),
+    "max_tokens": INT, "max_completion_tokens": INT, "temperature": NUM, "top_p": NUM, "top_k": INT, "min_p": NUM,
+    "repetition_penalty": NUM, "frequency_penalty": NUM, "presence_penalty": NUM, "seed": INT, "n": INT,
+    "stop": Either(STR, Arr(STR)), "parallel_tool_calls": BOOL, "reasoning_effort": STR, "verbosity": STR,
+    "prompt_cache_key": STR, "stream_options": Obj({"include_usage": BOOL}),
+    "response_format": Obj({"type": STR, "json_schema": Obj({"name": STR, "schema": OBJECT, "strict": BOOL})}),
+}, required=("model", "messages"))
+
+
 def check_request(body: Any) -> tuple[str, bool]:
-    """Validate the shape fastroute relies on; return (model, stream). Cheap: no copies."""
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a non-empty string" if model is None
-                         else f"'model' must be a non-empty string, got {type(model).__name__}", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array"
-                         if messages is None or messages == [] else "'messages' must be an array of message objects",
-                         param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise BadRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
-        role = m.get("role")
-        if role not in ROLES:
-            raise BadRequest(f"'messages[{i}].role' must be one of {', '.join(sorted(ROLES))}, got {role!r}",
-                             param=f"messages[{i}].role")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise BadRequest(f"'messages[{i}].content' must be a string or an array of content parts",
-                             param=f"messages[{i}].content")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean", param="stream")
-    return model, stream
+    """Check the body against :data:`REQUEST`; return (model, stream).  Cheap: no copies."""
+    try:
+        REQUEST.check(body)
+    except ShapeError as err:
+        raise bad_request(err) from None
+    return body["model"], body.get("stream") or False
 
 
 def parse_request(body: dict[str, Any]) -> ChatRequest:
@@ -91,8 +97,8 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             continue
         if role == "function":
             role = "tool"
-        calls = [ToolCall(id=c.get("id", ""), name=(c.get("function") or {}).get("name", ""),
-                          arguments=(c.get("function") or {}).get("arguments", ""))
+        calls = [ToolCall(id=c.get("id") or "", name=(c.get("function") or {}).get("name") or "",
+                          arguments=(c.get("function") or {}).get("arguments") or "")
                  for c in m.get("tool_calls") or ()]
         messages.append(Message(role=role, content=parts, tool_calls=calls,
                                 tool_call_id=m.get("tool_call_id"), name=m.get("name")))
@@ -104,11 +110,12 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
         js = fmt["json_schema"]
-        schema = {"name": js.get("name", "output"), "schema": js.get("schema") or {}, "strict": js.get("strict")}
+        schema = {"name": js.get("name") or "output", "schema": js.get("schema") or {}, "strict": js.get("strict")}
+    max_tokens = body.get("max_completion_tokens")
     return ChatRequest(
         model=model, messages=messages, system="\n\n".join(system_parts) or None, stream=stream,
         tools=tools, tool_choice=_parse_tool_choice(body.get("tool_choice")),
-        max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
+        max_tokens=body.get("max_tokens") if max_tokens is None else max_tokens,
         temperature=body.get("temperature"), top_p=body.get("top_p"),
         stop=[stop] if isinstance(stop, str) else list(stop or ()), seed=body.get("seed"),
         parallel_tool_calls=body.get("parallel_tool_calls"), output_schema=schema,
@@ -135,13 +142,11 @@ def _parse_content(content: Any) -> list[Any]:
         return [TextPart(content)]
     parts: list[Any] = []
     for p in content:
-        if not isinstance(p, dict):
-            continue
         kind = p.get("type")
         if kind == "text":
-            parts.append(TextPart(p.get("text", "")))
+            parts.append(TextPart(p["text"]))
         elif kind == "image_url":
-            url = (p.get("image_url") or {}).get("url", "")
+            url = p["image_url"]["url"]
             if url.startswith("data:") and ";base64," in url:
                 media_type, _, data = url[5:].partition(";base64,")
                 parts.append(ImagePart(data=data, media_type=media_type))

@@ -23,6 +23,9 @@ from fastroute.canonical import (
 )
 from fastroute.errors import BadRequest, ProviderStatusError, RequestError
 from fastroute.formats.framing import sse_boundary
+from fastroute.formats.shape import (
+    BOOL, INT, NUM, OBJECT, STR, Arr, Either, Obj, ShapeError, Tagged, Text, bad_request,
+)
 
 NAME = "responses"
 STREAM_CONTENT_TYPE = b"text/event-stream"
@@ -64,26 +67,47 @@ def _new_id(prefix: str) -> str:
 
 # ── requests ───────────────────────────────────────────────────────────────
 
+# the shape of a request: what parse_request reads, checked before anything reads it
+_PART = Tagged("type", {
+    **{kind: Obj({"text": STR}, required=("text",)) for kind in ("input_text", "output_text", "text")},
+    "refusal": Obj({"refusal": STR}, required=("refusal",)),
+    "input_image": Obj({"image_url": STR, "file_id": STR, "detail": STR}),
+    "input_file": Obj({"file_data": STR, "file_url": STR, "filename": STR, "file_id": STR}),
+})
+_CONTENT = Either(STR, Arr(_PART))
+_ITEM = Tagged("type", {
+    "message": Obj({"role": STR, "content": _CONTENT}, required=("role", "content")),
+    "function_call": Obj({"call_id": STR, "id": STR, "name": STR, "arguments": STR, "namespace": STR}),
+    "custom_tool_call": Obj({"call_id": STR, "id": STR, "name": STR, "input": STR, "namespace": STR}),
+    "function_call_output": Obj({"call_id": STR, "output": _CONTENT}),
+    "custom_tool_call_output": Obj({"call_id": STR, "output": _CONTENT}),
+    "reasoning": Obj({"summary": Arr(Obj({"text": STR})), "encrypted_content": STR}),
+    "item_reference": Obj({"id": Text()}, required=("id",)),
+}, default="message")
+_FUNCTION = Obj({"name": STR, "description": STR, "parameters": OBJECT, "strict": BOOL})
+_TOOL = Tagged("type", {"function": _FUNCTION, "custom": Obj({"name": STR, "description": STR}),
+                        "namespace": Obj({"name": STR, "tools": Arr(Tagged("type", {
+                            "function": _FUNCTION, "custom": Obj({"name": STR, "description": STR})}))})})
+REQUEST = Obj({
+    "model": Text(), "input": Either(Text(), Arr(_ITEM, min_items=1)), "instructions": STR, "stream": BOOL,
+    "tools": Arr(_TOOL), "tool_choice": Either(STR, Obj({"type": STR, "name": STR})), "max_output_tokens": INT,
+    "temperature": NUM, "top_p": NUM, "parallel_tool_calls": BOOL, "prompt_cache_key": STR,
+    "previous_response_id": STR, "store": BOOL, "include": Arr(STR),
+    "text": Obj({"format": Obj({"type": STR, "name": STR, "schema": OBJECT, "strict": BOOL}), "verbosity": STR}),
+    "reasoning": Obj({"effort": STR, "summary": STR}),
+}, required=("model", "input"))
+
+
 def check_request(body: Any) -> tuple[str, bool]:
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a non-empty string", param="model")
+    """Check the body against :data:`REQUEST`; return (model, stream)."""
+    try:
+        REQUEST.check(body)
+    except ShapeError as err:
+        raise bad_request(err) from None
     for key, why in _UNSERVABLE.items():
         if body.get(key) not in (None, False):
             raise BadRequest(f"'{key}' is not supported: {why}", param=key)
-    inp = body.get("input")
-    if not isinstance(inp, (str, list)) or (isinstance(inp, list) and not inp) or inp == "":
-        raise BadRequest("'input' is required: a string or a non-empty array of items", param="input")
-    if isinstance(inp, list):
-        for i, item in enumerate(inp):
-            if not isinstance(item, dict):
-                raise BadRequest(f"'input[{i}]' must be an object", param=f"input[{i}]")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean", param="stream")
-    return model, stream
+    return body["model"], body.get("stream") or False
 
 
 def _parts(content: Any, where: str) -> list[Any]:
@@ -95,9 +119,9 @@ def _parts(content: Any, where: str) -> list[Any]:
     for j, p in enumerate(content):
         kind = p.get("type") if isinstance(p, dict) else None
         if kind in ("input_text", "output_text", "text"):
-            parts.append(TextPart(p.get("text", "")))
+            parts.append(TextPart(p["text"]))
         elif kind == "refusal":
-            parts.append(TextPart(p.get("refusal", "")))
+            parts.append(TextPart(p["refusal"]))
         elif kind == "input_image":
             url = p.get("image_url") or ""
             if not url:
@@ -170,14 +194,14 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             arguments = orjson.dumps({"input": item.get("input") or ""}).decode() if custom else (
                 item.get("arguments") or "{}")
             _assistant(messages).tool_calls.append(ToolCall(
-                id=item.get("call_id") or item.get("id") or "", name=item.get("name", ""), arguments=arguments,
+                id=item.get("call_id") or item.get("id") or "", name=item.get("name") or "", arguments=arguments,
                 namespace=item.get("namespace"), kind="custom" if custom else "function"))
         elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             parts = _parts(output, where) if isinstance(output, list) else [TextPart(str(output or ""))]
             messages.append(Message("tool", parts, tool_call_id=item.get("call_id")))
         elif kind == "reasoning":
-            text = "".join(s.get("text", "") for s in item.get("summary") or () if isinstance(s, dict))
+            text = "".join(s.get("text") or "" for s in item.get("summary") or () if isinstance(s, dict))
             part = ThinkingPart(text, signature=item.get("encrypted_content"))
             turn = _assistant(messages)
             if turn.tool_calls:  # reasoning opens a new step of the assistant's turn
@@ -203,7 +227,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             tools.append(_tool(t, f"tools[{i}]", None))
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        choice = {"name": choice.get("name", "")} if choice.get("type") in ("function", "custom") else None
+        choice = {"name": choice.get("name") or ""} if choice.get("type") in ("function", "custom") else None
     elif choice not in ("auto", "none", "required"):
         choice = None
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
@@ -228,10 +252,10 @@ def _tool(t: Any, where: str, namespace: str | None) -> Tool:
     """A function or custom tool (inside a namespace or not)."""
     kind = t.get("type") if isinstance(t, dict) else None
     if kind == "function":
-        return Tool(name=t.get("name", ""), description=t.get("description"), parameters=t.get("parameters"),
+        return Tool(name=t.get("name") or "", description=t.get("description"), parameters=t.get("parameters"),
                     strict=t.get("strict"), namespace=namespace)
     if kind == "custom":
-        return Tool(name=t.get("name", ""), description=t.get("description"), parameters=CUSTOM_PARAMETERS,
+        return Tool(name=t.get("name") or "", description=t.get("description"), parameters=CUSTOM_PARAMETERS,
                     namespace=namespace, kind="custom")
     raise BadRequest(f"'{where}': tool type {kind!r} is not supported by fastroute "
                      f"(function, custom, namespace and the hosted tools are)", param=where)

@@ -1,0 +1,1 @@
+_shape_py.py
