@@ -366,14 +366,21 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     return body
 
 
+#: the shape of a provider's answer, as far as parse_response reads it (counts may come as floats)
+_ANSWER = Obj({"id": STR, "model": STR, "content": Arr(_BLOCK), "stop_reason": STR, "stop_sequence": STR,
+               "usage": Obj({key: NUM for key in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                  "cache_creation_input_tokens")})})
+
+
 def parse_response(body: bytes) -> ChatResponse:
+    """A provider's message; raises ValueError (a ShapeError names the path) when it is not one."""
     obj = orjson.loads(body)
+    _ANSWER.check(obj)
     content: list[Any] = []
     calls: list[ToolCall] = []
     for block in obj.get("content") or ():
-        kind = block.get("type")
-        if kind == "tool_use":
-            calls.append(ToolCall(id=block.get("id", ""), name=block.get("name", ""),
+        if block["type"] == "tool_use":
+            calls.append(ToolCall(id=block.get("id") or "", name=block.get("name") or "",
                                   arguments=orjson.dumps(block.get("input") or {}).decode()))
         else:
             content.extend(_parse_blocks([block]))

@@ -225,15 +225,22 @@ def _loads_args(arguments: str) -> Any:
         return {"_raw_arguments": arguments}
 
 
+#: the shape of a provider's answer, as far as parse_response reads it
+_ANSWER = Obj({"model": STR, "done_reason": STR, "prompt_eval_count": NUM, "eval_count": NUM,
+               "message": Obj({"content": STR, "thinking": STR, "tool_calls": Arr(_CALL)})})
+
+
 def parse_response(body: bytes) -> ChatResponse:
+    """A provider's /api/chat answer; raises ValueError (a ShapeError names the path) when it is not one."""
     obj = orjson.loads(body)
+    _ANSWER.check(obj)
     message = obj.get("message") or {}
     content: list[Any] = []
     if message.get("thinking"):
         content.append(ThinkingPart(message["thinking"]))
     if message.get("content"):
         content.append(TextPart(message["content"]))
-    calls = [ToolCall(id=c.get("id") or _new_id("call_"), name=(c.get("function") or {}).get("name", ""),
+    calls = [ToolCall(id=c.get("id") or _new_id("call_"), name=(c.get("function") or {}).get("name") or "",
                       arguments=_args_text((c.get("function") or {}).get("arguments")))
              for c in message.get("tool_calls") or ()]
     stop = "tool_calls" if calls else _STOP_IN.get(obj.get("done_reason") or "stop", "stop")

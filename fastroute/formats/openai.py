@@ -15,6 +15,7 @@ import orjson
 from fastroute._speedups import SSEDecoder
 from fastroute._speedups import OPENAI_STOP as _STOP_IN
 from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder
+from fastroute._speedups import new_id as _new_id
 from fastroute._speedups import openai_usage as _parse_usage
 from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
@@ -282,22 +283,38 @@ def render_request(req: ChatRequest, stream: bool) -> dict[str, Any]:
     return body
 
 
+#: the shape of a provider's answer, as far as parse_response reads it (counts may come as floats)
+_COUNT = NUM
+_ANSWER = Obj({
+    "id": STR, "model": STR, "created": NUM, "usage": Obj({
+        "prompt_tokens": _COUNT, "completion_tokens": _COUNT, "prompt_tokens_details": Obj({"cached_tokens": _COUNT}),
+        "completion_tokens_details": Obj({"reasoning_tokens": _COUNT})}),
+    "choices": Arr(Obj({"finish_reason": STR, "message": Obj({
+        "content": Either(STR, Arr(_PART)), "tool_calls": Arr(_CALL)})})),
+})
+
+
 def parse_response(body: bytes) -> ChatResponse:
+    """A provider's chat.completion; raises ValueError (a ShapeError names the path) when it is not one."""
     obj = orjson.loads(body)
+    _ANSWER.check(obj)
     choice = (obj.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[Any] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         content.append(ThinkingPart(reasoning))
-    if isinstance(message.get("content"), str) and message["content"]:
-        content.append(TextPart(message["content"]))
-    calls = [ToolCall(id=c.get("id") or f"call_{i}", name=(c.get("function") or {}).get("name", ""),
+    text = message.get("content")
+    if isinstance(text, list):  # some OpenAI-format servers answer in parts
+        text = "".join(p.text for p in _parse_content(text) if isinstance(p, TextPart))
+    if text:
+        content.append(TextPart(text))
+    calls = [ToolCall(id=c.get("id") or _new_id("call_"), name=(c.get("function") or {}).get("name") or "",
                       arguments=(c.get("function") or {}).get("arguments") or "{}")
-             for i, c in enumerate(message.get("tool_calls") or ())]
+             for c in message.get("tool_calls") or ()]
     return ChatResponse(id=obj.get("id") or "chatcmpl", model=obj.get("model") or "", content=content,
                         tool_calls=calls, stop_reason=_STOP_IN.get(choice.get("finish_reason") or "stop", "stop"),
-                        usage=_parse_usage(obj.get("usage")) or Usage(), created=obj.get("created") or 0)
+                        usage=_parse_usage(obj.get("usage")) or Usage(), created=int(obj.get("created") or 0))
 
 
 # ── responses ──────────────────────────────────────────────────────────────

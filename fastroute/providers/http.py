@@ -16,6 +16,7 @@ import orjson
 
 from fastroute.canonical import ChatRequest, ChatResponse, StreamEvent
 from fastroute.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from fastroute.formats.shape import ShapeError
 from fastroute.providers.base import Provider
 from fastroute.providers.transport import Reply, StreamReply
 
@@ -106,9 +107,12 @@ class HTTPProvider(Provider):
         reply = await self.post_raw(body, client_key, request=request)
         try:
             return self.dialect.parse_response(reply.body)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamError(f"provider '{self.name}' answered with a body fastroute cannot read: "
-                                f"{type(exc).__name__}", provider=self.name) from exc
+        except ShapeError as exc:  # JSON, but not an answer of its format: say where
+            raise UpstreamProtocolError(f"provider '{self.name}' answered with a body fastroute cannot read: "
+                                        f"{exc.path() or 'the body'}: {exc.describe()}", provider=self.name) from exc
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise UpstreamProtocolError(f"provider '{self.name}' answered with a body fastroute cannot read: "
+                                        f"{type(exc).__name__}", provider=self.name) from exc
 
     async def open_stream(self, request: ChatRequest, client_key: str | None = None) -> AsyncIterator[StreamEvent]:
         """Start a streamed call (errors before the first byte raise here), then its events."""
