@@ -23,7 +23,7 @@ from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, RawPart, StreamEvent, TextPart, ThinkingPart,
     Tool, ToolCall, Usage, wire_name,
 )
-from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError
 from fastroute.formats.tap import DecoderTap
 from fastroute.formats.framing import sse_boundary
 from fastroute.formats.shape import (

@@ -16,7 +16,7 @@ from fastroute.canonical import (
     ChatRequest, ChatResponse, DocumentPart, ImagePart, Message, StreamEvent, TextPart, ThinkingPart, Tool,
     ToolCall, Usage, wire_name,
 )
-from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError
 from fastroute._speedups import OLLAMA_STOP as _STOP_IN
 from fastroute._speedups import OllamaStreamDecoder as StreamDecoder
 from fastroute._speedups import args_text as _args_text

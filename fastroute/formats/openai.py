@@ -14,7 +14,7 @@ import orjson
 
 from fastroute._speedups import SSEDecoder
 from fastroute._speedups import OPENAI_STOP as _STOP_IN
-from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder
+from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder  # noqa: F401  (the providers read dialect.StreamDecoder)
 from fastroute._speedups import new_id as _new_id
 from fastroute._speedups import openai_usage as _parse_usage
 from fastroute.canonical import (
@@ -25,7 +25,7 @@ from fastroute.formats.framing import sse_boundary
 from fastroute.formats.shape import (
     BOOL, INT, NUM, OBJECT, STR, Arr, Either, Obj, OneOf, ShapeError, Tagged, Text, bad_request,
 )
-from fastroute.errors import BadRequest, ProviderStatusError, RequestError, UpstreamError
+from fastroute.errors import BadRequest, ProviderStatusError, RequestError
 
 NAME = "openai"
 STREAM_CONTENT_TYPE = b"text/event-stream"

@@ -168,3 +168,17 @@ class Drops:
         """A put was queued again: say how many were lost."""
         self.log.warning("storage: %d put(s) for %s dropped while the queue was full", self.running, self.where)
         self.running = 0
+
+
+def admit(pending: Pending, drops: Drops, key: str, value: bytes, ttl_s: float, full: bool) -> Entry | None:
+    """A put's entry for a writer's queue (now pending, so reads see it), or None when it is
+    dropped: the queue is ``full`` or the pending bytes would pass their bound (counted, said)."""
+    if type(value) is not bytes:
+        value = bytes(value)  # a bytearray or memoryview; a str is the caller's bug (TypeError)
+    entry = None if full else pending.add(key, value, time.time() + ttl_s)
+    if entry is None:
+        drops.drop()
+        return None
+    if drops.running:
+        drops.resume()
+    return entry

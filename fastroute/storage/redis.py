@@ -24,7 +24,7 @@ from itertools import islice
 from typing import Any
 
 from fastroute.recording.redis_relay import where as url_where
-from fastroute.storage.base import Drops, Pending, StorageError, StorageUnavailable, Store
+from fastroute.storage.base import Drops, Pending, StorageError, StorageUnavailable, Store, admit
 
 log = logging.getLogger("fastroute.storage")
 
@@ -84,19 +84,11 @@ class RedisStore(Store):
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fastroute-storage-redis")
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        if type(value) is not bytes:
-            value = bytes(value)
-        if self._closed or len(self._ops) >= self.max_queued:
-            self._drops.drop()
-            return
-        entry = self._pending.add(key, value, time.time() + ttl_s)
-        if entry is None:
-            self._drops.drop()
-            return
-        if self._drops.running:
-            self._drops.resume()
-        self._ops.append((key, entry))
-        self._wake.set()
+        full = self._closed or len(self._ops) >= self.max_queued
+        entry = admit(self._pending, self._drops, key, value, ttl_s, full)
+        if entry is not None:
+            self._ops.append((key, entry))
+            self._wake.set()
 
     async def get(self, key: str) -> bytes | None:
         entry = self._pending.get(key)

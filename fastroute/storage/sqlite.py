@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastroute.storage.base import Drops, Entry, Pending, StorageError, StorageUnavailable, Store
+from fastroute.storage.base import Drops, Entry, Pending, StorageError, StorageUnavailable, Store, admit
 
 log = logging.getLogger("fastroute.storage")
 
@@ -141,18 +141,10 @@ class SqliteStore(Store):
         await asyncio.get_running_loop().run_in_executor(self._big, self._open_big)
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        if type(value) is not bytes:
-            value = bytes(value)  # a bytearray or memoryview; a str is the caller's bug (TypeError)
-        if self._closed or self._ops.qsize() >= self.max_queued:
-            self._drops.drop()
-            return
-        entry = self._pending.add(key, value, time.time() + ttl_s)
-        if entry is None:
-            self._drops.drop()
-            return
-        if self._drops.running:
-            self._drops.resume()
-        self._ops.put((key, entry))
+        full = self._closed or self._ops.qsize() >= self.max_queued
+        entry = admit(self._pending, self._drops, key, value, ttl_s, full)
+        if entry is not None:
+            self._ops.put((key, entry))
 
     async def get(self, key: str) -> bytes | None:
         entry = self._pending.get(key)
