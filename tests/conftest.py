@@ -209,10 +209,17 @@ provider = "stub"
 """
 
 
-def start_router(tmp_path: Path, stub: StubUpstream, upstream_client: str = "aiohttp") -> FastrouteProcess:
+def start_router(tmp_path: Path, stub: StubUpstream, upstream_client: str = "aiohttp", extra: str = "",
+                 env: dict[str, str] | None = None) -> FastrouteProcess:
+    """A real fastroute on the stub config, plus ``extra`` TOML sections (``logging_to(path)`` ...)."""
     config = tmp_path / f"fastroute-{upstream_client}.toml"
-    config.write_text(stub_config(stub, upstream_client))
-    return FastrouteProcess([str(config)], env={"FASTROUTE_TEST_PROVIDER_KEY": PROVIDER_KEY}).start()
+    config.write_text(stub_config(stub, upstream_client) + extra)
+    return FastrouteProcess([str(config)], env={"FASTROUTE_TEST_PROVIDER_KEY": PROVIDER_KEY, **(env or {})}).start()
+
+
+def logging_to(path: Path) -> str:
+    """The TOML section that turns the JSONL request log on, into ``path``."""
+    return f'\n[logging]\nenabled = true\npath = "{path}"\n'
 
 
 @pytest.fixture(scope="session", params=["aiohttp", "httpx"])

@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import FastrouteProcess, stub_config
+from tests.conftest import FastrouteProcess, logging_to, start_router
 from tests.stub_upstream import StubUpstream
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agents"
@@ -124,9 +124,7 @@ def test_codex_first_request_is_served_by_every_format(router: FastrouteProcess,
 
 def test_a_refused_body_is_logged_with_the_model_and_stream_it_asked_for(stub: StubUpstream, tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
-    config = tmp_path / "fastroute.toml"
-    config.write_text(stub_config(stub) + f'\n[logging]\nenabled = true\npath = "{log}"\n')
-    proc = FastrouteProcess([str(config)]).start()
+    proc = start_router(tmp_path, stub, extra=logging_to(log))
     try:
         bad = {"model": "a/stub-model", "stream": True, "max_tokens": 10,
                "messages": [{"role": "tool", "content": "not a role Anthropic has"}]}
@@ -142,9 +140,7 @@ def test_a_refused_body_is_logged_with_the_model_and_stream_it_asked_for(stub: S
 
 def test_omitted_hosted_tools_are_in_the_request_log(stub: StubUpstream, tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
-    config = tmp_path / "fastroute.toml"
-    config.write_text(stub_config(stub) + f'\n[logging]\nenabled = true\npath = "{log}"\n')
-    proc = FastrouteProcess([str(config)]).start()
+    proc = start_router(tmp_path, stub, extra=logging_to(log))
     try:
         resp = httpx.post(f"{proc.url}/v1/responses", timeout=10, json={
             "model": "echo", "input": "hi", "tools": [{"type": "web_search"}, {"type": "code_interpreter"}]})
@@ -157,9 +153,7 @@ def test_omitted_hosted_tools_are_in_the_request_log(stub: StubUpstream, tmp_pat
 
 def test_an_odd_upstream_event_ends_a_translated_stream_with_an_error(stub: StubUpstream, tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
-    config = tmp_path / "fastroute.toml"
-    config.write_text(stub_config(stub) + f'\n[logging]\nenabled = true\npath = "{log}"\n')
-    proc = FastrouteProcess([str(config)]).start()
+    proc = start_router(tmp_path, stub, extra=logging_to(log))
     try:
         body = {"model": "stub-odd-event", "max_tokens": 50, "stream": True, "messages": USER}
         with httpx.stream("POST", f"{proc.url}/v1/messages", json=body, timeout=30) as resp:
