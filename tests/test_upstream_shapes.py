@@ -90,3 +90,31 @@ def test_an_odd_answer_is_a_502_naming_the_path(fmt: str, answer: Any, where: st
 def test_a_body_that_is_not_json_is_a_502() -> None:
     with pytest.raises(UpstreamProtocolError, match="cannot read: JSONDecodeError"):
         asyncio.run(_call("openai", b"<html>gateway</html>"))
+
+
+@pytest.mark.parametrize("fmt, body, message, passed_on", [
+    ("openai", {"error": {"message": "context too long", "type": "invalid_request_error"}}, "context too long", True),
+    ("openai", {"error": {"message": "", "type": "x"}}, '{"error":{"message":"","type":"x"}}', False),
+    ("openai", {"error": {"message": ["odd"]}}, '{"error":{"message":["odd"]}}', False),
+    ("openai", {"error": {"message": "why", "type": ["odd"]}}, '{"error":{"message":"why","type":["odd"]}}', False),
+    ("openai", {"error": "plain words"}, "plain words", False),
+    ("openai", {"error": ""}, '{"error":""}', False),
+    ("anthropic", {"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}, "no", True),
+    ("anthropic", {"type": "error", "error": {"type": 5, "message": None}}, '{"type":"error","error":{"type":5,'
+                                                                           '"message":null}}', False),
+    ("anthropic", {"error": {"code": 500}}, '{"error":{"code":500}}', False),
+    ("anthropic", {"error": {"message": "said without a type"}}, "said without a type", False),
+    ("ollama", {"error": "model not found"}, "model not found", True),
+    ("ollama", {"error": ""}, '{"error":""}', False),
+    ("ollama", {"error": {"message": "x"}}, '{"error":{"message":"x"}}', False),
+])
+def test_an_upstream_error_body_is_passed_on_only_in_its_own_shape(fmt: str, body: Any, message: str,
+                                                                   passed_on: bool) -> None:
+    """A provider's error reaches a client of its own dialect untouched only when it is a real error
+    body of that dialect; otherwise the client gets fastroute's error, whose message is never empty."""
+    from fastroute.formats import anthropic, ollama, openai
+    dialect = {"openai": openai, "anthropic": anthropic, "ollama": ollama}[fmt]
+    raw = orjson.dumps(body)
+    said, _ = dialect.upstream_error_message(raw)
+    assert said == message
+    assert getattr(dialect, f"_is_{fmt}_error")(raw) is passed_on

@@ -536,21 +536,35 @@ def render_stream_error(err: RequestError) -> bytes:
     return _sse("error", {"type": "error", "error": {"type": _error_type(err), "message": err.message}})
 
 
-def _is_anthropic_error(body: bytes) -> bool:
+#: an error body in Anthropic's own shape (passed to Anthropic clients as it came)
+_ERROR = Obj({"type": OneOf("error"), "error": Obj({"type": Text(), "message": Text()},
+                                                   required=("type", "message"))}, required=("type", "error"))
+
+
+def _own_error(body: bytes) -> dict[str, Any] | None:
+    """The ``error`` object of an error body in Anthropic's shape, else None."""
     try:
         obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict)
+        _ERROR.check(obj)
+    except ValueError:  # not JSON, or not that shape
+        return None
+    return obj["error"]
+
+
+def _is_anthropic_error(body: bytes) -> bool:
+    return _own_error(body) is not None
 
 
 def upstream_error_message(body: bytes) -> tuple[str, str | None]:
+    err = _own_error(body)
+    if err is not None:
+        return err["message"], err["type"]
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         obj = None
-    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
-        err = obj["error"]
-        return str(err.get("message", "")), err.get("type") if isinstance(err.get("type"), str) else None
+    said = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(said, dict) and isinstance(said.get("message"), str) and said["message"]:
+        return said["message"], said.get("type") if isinstance(said.get("type"), str) else None
     text = body[:300].decode("utf-8", "replace").strip()
     return text or "(empty body)", None

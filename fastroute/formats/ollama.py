@@ -341,20 +341,27 @@ def render_stream_error(err: RequestError) -> bytes:
     return orjson.dumps({"error": err.message}) + b"\n"
 
 
-def _is_ollama_error(body: bytes) -> bool:
+#: an error body in Ollama's own shape (passed to Ollama clients as it came)
+_ERROR = Obj({"error": Text()}, required=("error",))
+
+
+def _own_error(body: bytes) -> str | None:
+    """The message of an error body in Ollama's shape, else None."""
     try:
         obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and isinstance(obj.get("error"), str)
+        _ERROR.check(obj)
+    except ValueError:  # not JSON, or not that shape
+        return None
+    return obj["error"]
+
+
+def _is_ollama_error(body: bytes) -> bool:
+    return _own_error(body) is not None
 
 
 def upstream_error_message(body: bytes) -> tuple[str, str | None]:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        obj = None
-    if isinstance(obj, dict) and isinstance(obj.get("error"), str):
-        return obj["error"], None
+    said = _own_error(body)
+    if said is not None:
+        return said, None
     text = body[:300].decode("utf-8", "replace").strip()
     return text or "(empty body)", None

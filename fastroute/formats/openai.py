@@ -487,27 +487,37 @@ def render_stream_error(err: RequestError) -> bytes:
                                                "param": None, "code": err.code}}) + b"\n\n"
 
 
-def _is_openai_error(body: bytes) -> bool:
+#: an error body in OpenAI's own shape (passed to OpenAI clients as it came)
+_ERROR = Obj({"error": Obj({"message": Text(), "type": STR, "param": STR, "code": Either(STR, INT)},
+                           required=("message",))}, required=("error",))
+
+
+def _own_error(body: bytes) -> dict[str, Any] | None:
+    """The ``error`` object of an error body in OpenAI's shape, else None."""
     try:
         obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and isinstance(obj.get("error"), dict)
+        _ERROR.check(obj)
+    except ValueError:  # not JSON, or not that shape
+        return None
+    return obj["error"]
+
+
+def _is_openai_error(body: bytes) -> bool:
+    return _own_error(body) is not None
 
 
 def upstream_error_message(body: bytes) -> tuple[str, str | None]:
     """(message, type) from an OpenAI-style error body, or a short excerpt of it."""
+    err = _own_error(body)
+    if err is not None:
+        return err["message"], err.get("type")
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         obj = None
-    if isinstance(obj, dict):
-        err = obj.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"], err.get("type") if isinstance(err.get("type"), str) else None
-        if isinstance(err, str):
-            return err, None
-        if isinstance(obj.get("message"), str):
-            return obj["message"], None
+    if isinstance(obj, dict):  # servers that answer {"error": "..."} or {"message": "..."}
+        for said in (obj.get("error"), obj.get("message")):
+            if isinstance(said, str) and said:
+                return said, None
     text = body[:300].decode("utf-8", "replace").strip()
     return text or "(empty body)", None
