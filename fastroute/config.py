@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from fastroute.errors import ConfigError
+from fastroute.limits import JSON_DEPTH_CEILING, MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_STREAM_LINE_BYTES
 
 PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
 STORAGE_KINDS = ("sqlite", "memory", "redis")
@@ -36,6 +37,12 @@ class ServerConfig:
     upstream_client: str = "aiohttp"
     #: request bodies above this many bytes are refused with 413
     max_body_bytes: int = 32 * 1024 * 1024
+    #: request headers above this many bytes are refused with 431 (see fastroute.limits)
+    max_header_bytes: int = MAX_HEADER_BYTES
+    #: request bodies nested deeper than this are refused with 400, naming where
+    max_json_depth: int = MAX_JSON_DEPTH
+    #: an upstream stream line (or SSE event) longer than this ends the stream with an error
+    max_stream_line_bytes: int = MAX_STREAM_LINE_BYTES
     #: seconds in-flight requests get to finish after Ctrl-C / SIGTERM
     shutdown_grace_s: float = 30.0
     workers: int = 1
@@ -359,6 +366,12 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         v.fail("discovery.interval_s", f"must be positive, got {cfg.discovery.interval_s}")
     if s.max_body_bytes < 1024:
         v.fail("server.max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
+    if s.max_header_bytes < 4096:
+        v.fail("server.max_header_bytes", f"must be at least 4096, got {s.max_header_bytes}")
+    if not 8 <= s.max_json_depth <= JSON_DEPTH_CEILING:
+        v.fail("server.max_json_depth", f"must be between 8 and {JSON_DEPTH_CEILING}, got {s.max_json_depth}")
+    if s.max_stream_line_bytes < 1024:
+        v.fail("server.max_stream_line_bytes", f"must be at least 1024, got {s.max_stream_line_bytes}")
     e = cfg.events
     if e.redis_url is not None:
         _check_redis_url(v, "events", e.redis_url)

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from fastroute.errors import BadRequest, NotFound
+from fastroute.errors import BadRequest, NotFound, PayloadTooLarge
 
 log = logging.getLogger("fastroute.responses")
 
@@ -57,11 +57,14 @@ class Kept:
 
 
 class ResponsesStore:
-    def __init__(self, store: Any, enabled: bool, ttl_s: float, max_bytes: int, keyed: bool) -> None:
+    def __init__(self, store: Any, enabled: bool, ttl_s: float, max_bytes: int, keyed: bool,
+                 max_history_bytes: int = 32 * 1024 * 1024) -> None:
         #: the storage seam (fastroute.storage); None when nothing is kept
         self.store = store if enabled else None
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
+        #: a conversation rebuilt from previous_response_id is at most this big (what a client may send)
+        self.max_history_bytes = max_history_bytes
         #: keys are in use: a record is its creator's only
         self.keyed = keyed
         self._said_too_big = False
@@ -103,13 +106,20 @@ class ResponsesStore:
     async def _history(self, previous: str, owner: str | None) -> list[dict[str, Any]]:
         records = []
         rid: str | None = previous
+        size = 0
         while rid and len(records) < MAX_CHAIN:
-            record = await self._get(f"resp:{rid}", owner)
-            if record is None:
+            found = await self._get_sized(f"resp:{rid}", owner)
+            if found is None:
                 if not records:  # OpenAI's words for it
                     raise BadRequest(f"Previous response with id '{rid}' not found.", param="previous_response_id",
                                      code="previous_response_not_found")
                 break  # an older link expired: the conversation starts where the store still has it
+            record, raw_size = found
+            size += raw_size
+            if size > self.max_history_bytes:
+                raise PayloadTooLarge(f"the conversation behind previous_response_id '{previous}' is over "
+                                      f"{self.max_history_bytes} bytes (the request body limit); start a new one "
+                                      "or send the turns that matter in 'input'", param="previous_response_id")
             records.append(record)
             rid = record.get("previous_response_id")
         history: list[dict[str, Any]] = []
@@ -172,6 +182,11 @@ class ResponsesStore:
 
     async def _get(self, key: str, owner: str | None) -> dict[str, Any] | None:
         """A record, if it is there and ``owner``'s; a miss waits for queued writes first."""
+        found = await self._get_sized(key, owner)
+        return found[0] if found is not None else None
+
+    async def _get_sized(self, key: str, owner: str | None) -> tuple[dict[str, Any], int] | None:
+        """:meth:`_get`, with the record's stored size in bytes."""
         assert self.store is not None
         raw = await self.store.get(key)
         for pause in RETRY_PAUSES_S if raw is None else ():  # another worker's write, queued a moment ago
@@ -187,7 +202,7 @@ class ResponsesStore:
             return None
         if not isinstance(record, dict) or record.get("owner") != owner:
             return None  # another key's: as if it were not there
-        return record
+        return record, len(raw)
 
 
 def _is_reference(item: Any) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fastroute.errors import BadRequest, NotFound
+from fastroute.errors import BadRequest, NotFound, PayloadTooLarge
 from fastroute.responses_store import ResponsesStore
 from fastroute.storage.memory import MemoryStore
 
@@ -17,8 +17,8 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def state(keyed: bool = False, max_bytes: int = 1 << 20) -> ResponsesStore:
-    return ResponsesStore(MemoryStore(), True, 60.0, max_bytes, keyed)
+def state(keyed: bool = False, max_bytes: int = 1 << 20, max_history_bytes: int = 1 << 25) -> ResponsesStore:
+    return ResponsesStore(MemoryStore(), True, 60.0, max_bytes, keyed, max_history_bytes)
 
 
 def answered(rid: str, text: str) -> dict[str, Any]:
@@ -43,6 +43,14 @@ def test_a_chain_is_put_before_the_new_input_oldest_first() -> None:
              for i in third["input"]]
     assert texts == [("user", "one"), ("assistant", "answer one"), ("user", "two"), ("assistant", "answer two"),
                      ("user", "three")]
+
+
+def test_a_chain_is_bounded_like_a_body() -> None:
+    """A conversation rebuilt from the store is no bigger than what a client may send in one body."""
+    run(_turns(state(max_history_bytes=4096)))  # three short turns fit
+    with pytest.raises(PayloadTooLarge, match="behind previous_response_id 'resp_2' is over 600 bytes") as info:
+        run(_turns(state(max_history_bytes=600)))
+    assert info.value.http_status == 413 and info.value.param == "previous_response_id"
 
 
 def test_a_record_is_visible_only_to_the_key_that_made_it_when_keys_are_in_use() -> None:

@@ -6,11 +6,23 @@ being one ending); a blank line dispatches; ``:`` starts a comment; ``data``
 lines join with ``\\n``; ``event`` names the event (``message`` by default);
 ``id`` persists to later events unless it contains NUL; ``retry`` takes ASCII
 digits only.  ``data`` stays bytes, for orjson.
+
+Bounded: a line longer than ``max_line_bytes`` (its ending not counted), or an event whose
+data is, raises :class:`~fastroute.limits.StreamLineTooLong` from the ``feed`` or ``flush``
+that shows it -- as soon as the unfinished line is over the limit, not when it ends -- and
+the stream is over.  A long line that comes in many chunks is kept in pieces until it ends, so
+it costs its length, not its length times the chunks it came in.
+
+:class:`NDJSONSplitter` splits newline-delimited JSON (Ollama) the same way, with the same bound.
 """
 
 from __future__ import annotations
 
+from fastroute.limits import MAX_STREAM_LINE_BYTES, stream_line_error
+
 _BOM = b"\xef\xbb\xbf"
+#: an unfinished line this long is kept in pieces (shorter ones are joined to the next chunk at once)
+_PIECES = 16384
 
 
 class SSEEvent:
@@ -34,14 +46,19 @@ class SSEEvent:
 class SSEDecoder:
     """``feed(bytes) -> list[SSEEvent]``; ``flush()`` at the end of the stream."""
 
-    __slots__ = ("_buf", "_data", "_event", "_last_id", "_retry", "_started", "_skip_lf")
+    __slots__ = ("_buf", "_more", "_more_len", "_data", "_size", "_event", "_last_id", "_retry", "_started",
+                 "_skip_lf", "max_line_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line_bytes: int = MAX_STREAM_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
         self._reset()
 
     def _reset(self) -> None:
-        self._buf = b""
+        self._buf = b""  # the start of an unfinished line
+        self._more: list[bytes] = []  # its later pieces, when it is longer than one chunk
+        self._more_len = 0
         self._data: list[bytes] = []
+        self._size = 0  # bytes of the pending event's data lines, one more for each line
         self._event: str | None = None
         self._last_id: str | None = None
         self._retry: int | None = None
@@ -58,7 +75,21 @@ class SSEDecoder:
                 chunk = chunk[1:]
                 if not chunk:
                     return events
-        buf = self._buf + chunk if self._buf else chunk
+        limit = self.max_line_bytes
+        if self._buf:
+            if len(self._buf) >= _PIECES and b"\n" not in chunk and b"\r" not in chunk:  # a long line goes on
+                self._more.append(chunk)
+                self._more_len += len(chunk)
+                if len(self._buf) + self._more_len > limit:
+                    raise stream_line_error(limit)
+                return events
+            if self._more:
+                buf = b"".join((self._buf, *self._more, chunk))
+                self._more, self._more_len = [], 0
+            else:
+                buf = self._buf + chunk
+        else:
+            buf = chunk
         if not self._started:
             if len(buf) < 3 and _BOM.startswith(buf):
                 self._buf = buf
@@ -69,8 +100,16 @@ class SSEDecoder:
         if b"\r" not in buf:
             lines = buf.split(b"\n")
             self._buf = lines.pop()
-            for line in lines:
-                self._line(line, events)
+            if len(buf) > limit:  # only then can one line be over it
+                for line in lines:
+                    if len(line) > limit:
+                        raise stream_line_error(limit)
+                    self._line(line, events)
+                if len(self._buf) > limit:
+                    raise stream_line_error(limit)
+            else:
+                for line in lines:
+                    self._line(line, events)
             return events
         pos = 0
         n = len(buf)
@@ -90,9 +129,13 @@ class SSEDecoder:
                 end, nxt = i_n, i_n + 1
             else:
                 break
+            if end - pos > limit:
+                raise stream_line_error(limit)
             self._line(buf[pos:end], events)
             pos = nxt
         self._buf = buf[pos:]
+        if len(self._buf) > limit:
+            raise stream_line_error(limit)
         return events
 
     def _line(self, line: bytes, events: list[SSEEvent]) -> None:
@@ -113,6 +156,12 @@ class SSEDecoder:
             field = line[:colon]
             value = line[colon + 2:] if line[colon + 1:colon + 2] == b" " else line[colon + 1:]
         if field == b"data":
+            if self._data:
+                self._size += len(value) + 1
+                if self._size > self.max_line_bytes:
+                    raise stream_line_error(self.max_line_bytes, "an event")
+            else:
+                self._size = len(value)
             self._data.append(value)
         elif field == b"event":
             self._event = value.decode("utf-8", "replace")
@@ -126,8 +175,55 @@ class SSEDecoder:
     def flush(self) -> list[SSEEvent]:
         """End of stream: the unterminated last line counts, and a pending event is dispatched."""
         events: list[SSEEvent] = []
-        if self._buf and not (not self._started and _BOM.startswith(self._buf)):
-            self._line(self._buf, events)
+        buf = b"".join((self._buf, *self._more)) if self._more else self._buf
+        if buf and not (not self._started and _BOM.startswith(buf)):
+            self._line(buf, events)
         self._line(b"", events)
         self._reset()
         return events
+
+
+class NDJSONSplitter:
+    """Newline-delimited JSON, split incrementally: ``feed(bytes) -> list[bytes]`` (each line without
+    its ``\\n``; a ``\\r`` before it stays, as blank lines do: the reader skips them), ``flush()``
+    at the end of the stream (the unterminated last line, if any).  Bounded as :class:`SSEDecoder` is."""
+
+    __slots__ = ("_buf", "_more", "_more_len", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int = MAX_STREAM_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._buf = b""
+        self._more: list[bytes] = []
+        self._more_len = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        limit = self.max_line_bytes
+        if self._buf:
+            if len(self._buf) >= _PIECES and b"\n" not in chunk:  # a long line goes on
+                if chunk:
+                    self._more.append(chunk)
+                    self._more_len += len(chunk)
+                    if len(self._buf) + self._more_len > limit:
+                        raise stream_line_error(limit)
+                return []
+            if self._more:
+                buf = b"".join((self._buf, *self._more, chunk))
+                self._more, self._more_len = [], 0
+            else:
+                buf = self._buf + chunk
+        else:
+            buf = chunk
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        if len(buf) > limit:  # only then can one line be over it
+            for line in lines:
+                if len(line) > limit:
+                    raise stream_line_error(limit)
+            if len(self._buf) > limit:
+                raise stream_line_error(limit)
+        return lines
+
+    def flush(self) -> list[bytes]:
+        buf = b"".join((self._buf, *self._more)) if self._more else self._buf
+        self._buf, self._more, self._more_len = b"", [], 0
+        return [buf] if buf else []

@@ -56,7 +56,8 @@ _EFFORTS = {"minimal": "low", "none": "low", "xhigh": "max"}
 _STOP_OUT = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
              "pause": "pause_turn", "error": "end_turn"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error"}
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 431: "request_too_large",
+                504: "timeout_error"}
 
 
 # ── requests from clients ─────────────────────────────────────────────────

@@ -27,6 +27,8 @@ MAX_PENDING = 10_000
 #: a reason is cut to this many characters, a model name (or a path) to NAME_LIMIT
 REASON_LIMIT = 300
 NAME_LIMIT = 120
+#: what a queued record keeps of a reason or a path: enough for the line, whatever the spaces
+_KEPT = 4 * REASON_LIMIT
 #: one write of at most this many bytes reaches a pipe in one piece
 PIPE_BUF = 4096
 
@@ -96,13 +98,15 @@ class ConsoleLog:
         """Queue the line of a finished exchange (a log entry), if it is one to print."""
         error, status = entry["error"], entry["status"]
         if error is not None or status >= 400 or self.access:
+            if error is not None and len(error) > _KEPT:
+                error = error[:_KEPT]  # all a line shows: a queued record holds no more than that
             self._pending.append((entry["ts_ms"], status, entry["dialect"], entry["requested_model"],
                                   entry["provider"], entry["sent_model"], entry["duration_ms"], entry["id"], error))
 
     def note_miss(self, status: int, dialect: str, method: str, path: str, reason: str) -> None:
         """Queue the line of a request no route took (it has no exchange, so no id)."""
-        self._pending.append((int(time.time() * 1000), status, dialect, f"{method} {path}", None, None, None, "",
-                              reason))
+        self._pending.append((int(time.time() * 1000), status, dialect, f"{method} {path[:_KEPT]}", None, None,
+                              None, "", reason[:_KEPT]))
 
     # the writer ------------------------------------------------------------
 

@@ -4,6 +4,11 @@ Lines are handed to a writer thread through a queue, so a slow disk never
 holds a request up; ``close()`` (on shutdown) writes out what is queued, so a
 request that was answered is in the log after a clean stop.  Entries are built
 from the exchange, which never holds a key.
+
+The queue is bounded: at most ``max_pending`` entries, and fewer when entries are large --
+as many as make ``max_pending_bytes`` at the size the writer measured lately.  When the disk
+stalls that long, new entries are dropped (said in the log when it starts, and how many when
+it ends), and requests go on.
 """
 
 from __future__ import annotations
@@ -20,39 +25,75 @@ import orjson
 log = logging.getLogger("fastroute.log")
 
 _STOP = object()
+#: entries waiting for the disk, at most
+MAX_PENDING = 10_000
+#: bytes of entries waiting for the disk, at most (at the size of the entries written lately)
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+#: the bound never goes below this many entries, however large they are
+MIN_PENDING = 64
+
+
+def pending_bound(max_pending: int, max_pending_bytes: int, entry_bytes: float) -> int:
+    """How many entries may wait, when an entry takes ``entry_bytes`` once encoded."""
+    return max(MIN_PENDING, min(max_pending, int(max_pending_bytes // max(entry_bytes, 1.0))))
 
 
 class RequestLog:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_pending: int = MAX_PENDING,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        #: entries that may wait now: the writer lowers it when entries are large
+        self.bound = max_pending
+        #: entries dropped since the log was opened, and since the queue last had room
+        self.dropped = 0
+        self._dropping = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="fastroute-request-log", daemon=True)
         self._thread.start()
 
     def write(self, entry: dict[str, Any]) -> None:
-        """Queue one entry; returns at once."""
+        """Queue one entry; returns at once.  Dropped when the queue is full (the disk is stalled)."""
+        if self._queue.qsize() >= self.bound:
+            self.dropped += 1
+            self._dropping += 1
+            if self._dropping == 1:
+                log.warning("request log: %d entries wait for %s; dropping new ones until it catches up",
+                            self._queue.qsize(), self.path)
+            return
+        if self._dropping:
+            log.warning("request log: %d entries dropped while %s was behind", self._dropping, self.path)
+            self._dropping = 0
         self._queue.put(entry)
 
     def _run(self) -> None:
         # O_APPEND: lines from several workers never interleave mid-line
+        entry_bytes = 0.0  # the size of an encoded entry lately (a moving average)
         with open(self.path, "ab", buffering=0) as f:
             while True:
                 item = self._queue.get()
                 batch = []
                 while True:
                     if item is _STOP:
+                        self.bound = pending_bound(self.max_pending, self.max_pending_bytes, entry_bytes)
                         if batch:
                             f.write(b"".join(batch))
                         return
                     try:
-                        batch.append(orjson.dumps(item, default=str) + b"\n")
+                        line = orjson.dumps(item, default=str) + b"\n"
                     except TypeError:
                         log.exception("could not encode a log entry")
+                    else:
+                        batch.append(line)
+                        entry_bytes = len(line) if not entry_bytes else 0.9 * entry_bytes + 0.1 * len(line)
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         break
+                # set by this thread only, read by the loop's: what the queue may hold from now on
+                self.bound = pending_bound(self.max_pending, self.max_pending_bytes, entry_bytes)
                 f.write(b"".join(batch))
 
     def close(self, timeout: float = 10.0) -> None:

@@ -12,8 +12,11 @@ from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
 
-#: events carry at most this much of the prompt and answer; the log has it all
+#: events carry at most this much of the prompt, the answer, a tool call's arguments and an error;
+#: the log has it all
 EVENT_TEXT_LIMIT = 2000
+#: and at most this many of a message's tool calls
+EVENT_TOOL_CALLS = 16
 
 
 def _now_ms() -> int:
@@ -37,6 +40,16 @@ def _clip(text: str | None) -> str | None:
     if text is None or len(text) <= EVENT_TEXT_LIMIT:
         return text
     return text[:EVENT_TEXT_LIMIT] + f"… ({len(text)} characters)"
+
+
+def _event_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A log entry's message as an event carries it: every text clipped (the history of the feed
+    holds 500 events; a tool call can carry a whole file)."""
+    out = {**m, "content": _clip(m["content"])}
+    calls = m.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [{**c, "arguments": _clip(c["arguments"])} for c in calls[:EVENT_TOOL_CALLS]]
+    return out
 
 
 class Recorder:
@@ -92,6 +105,6 @@ class Recorder:
             self.metrics.observe(entry)
             self.metrics.in_flight.set(in_flight)
         event = {**entry, "type": "complete", "in_flight": in_flight, "worker": self.worker, "system": _clip(entry["system"]),
-                 "response": _clip(entry["response"]),
-                 "messages": [{**m, "content": _clip(m["content"])} for m in entry["messages"][-3:]]}
+                 "response": _clip(entry["response"]), "error": _clip(entry["error"]),
+                 "messages": [_event_message(m) for m in entry["messages"][-3:]]}
         self.events.publish(event)

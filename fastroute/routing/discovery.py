@@ -27,6 +27,9 @@ from fastroute.routing.model_names import looks_like_coder, looks_like_reasoner
 
 log = logging.getLogger("fastroute.discovery")
 
+#: models kept of one provider's list: a longer list is cut (said in the log), so a server that
+#: lists a huge catalogue cannot grow the model list, the names routing knows and the metric labels
+MAX_MODELS = 5000
 
 
 def discoverable(config: Config, providers: dict[str, Provider]) -> list[HTTPProvider]:
@@ -46,6 +49,18 @@ def infer_capabilities(name: str, family: str = "", reported: list[str] | None =
     return frozenset(caps)
 
 
+def _capped(provider: HTTPProvider, listed: Any) -> list[Any]:
+    """At most MAX_MODELS of a provider's listed models (said once, when its list is first cut)."""
+    if not isinstance(listed, list):
+        raise TypeError("the model list is not a list")
+    if len(listed) > MAX_MODELS:
+        if len(provider.discovered) < MAX_MODELS:
+            log.warning("discovery: provider %r lists %d models; keeping the first %d", provider.name,
+                        len(listed), MAX_MODELS)
+        return listed[:MAX_MODELS]
+    return listed
+
+
 async def discover_one(client: httpx.AsyncClient, provider: HTTPProvider, timeout: float) -> None:
     base = provider.config.base_url.rstrip("/")
     headers = provider.own_auth_headers()
@@ -54,7 +69,8 @@ async def discover_one(client: httpx.AsyncClient, provider: HTTPProvider, timeou
             resp = await client.get(f"{base}/api/tags", headers=headers, timeout=timeout)
             resp.raise_for_status()
             found: dict[str, frozenset[str]] = {}
-            for m in resp.json().get("models", []):
+            listed = _capped(provider, resp.json().get("models", []))
+            for m in listed:
                 name = m.get("name") or m.get("model")
                 if not name:
                     continue
@@ -71,7 +87,7 @@ async def discover_one(client: httpx.AsyncClient, provider: HTTPProvider, timeou
         else:
             resp = await client.get(f"{base}/models", headers=headers, timeout=timeout)
             resp.raise_for_status()
-            found = {m["id"]: infer_capabilities(m["id"]) for m in resp.json().get("data", [])
+            found = {m["id"]: infer_capabilities(m["id"]) for m in _capped(provider, resp.json().get("data", []))
                      if isinstance(m, dict) and m.get("id")}
     except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
         if provider.reachable:

@@ -16,21 +16,39 @@ class Breaker:
     trial_running: bool = False
 
 
+#: breakers kept at most: far more than any config has providers (only configured providers are
+#: ever routed to); past it, closed breakers are forgotten, as a closed breaker is the same as none
+MAX_BREAKERS = 1024
+
+
 class Health:
     """Opens a provider's breaker after consecutive failures; after the cool-down,
     lets one trial request through: its success closes the breaker, its failure re-opens it, and
     an attempt that gives no verdict releases it for the next request (never stuck open)."""
 
-    def __init__(self, config: FailoverConfig, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: FailoverConfig, clock=time.monotonic,  # type: ignore[no-untyped-def]
+                 max_breakers: int = MAX_BREAKERS) -> None:
         self.config = config
         self.clock = clock
+        self.max_breakers = max_breakers
         self._breakers: dict[str, Breaker] = {}
 
     def _get(self, provider: str) -> Breaker:
         b = self._breakers.get(provider)
         if b is None:
+            if len(self._breakers) >= self.max_breakers:
+                self._forget()
             b = self._breakers[provider] = Breaker()
         return b
+
+    def _forget(self) -> None:
+        """Make room: drop the closed breakers with no running trial (a failure count that has not
+        opened one goes with them), else the one opened longest ago."""
+        idle = [name for name, b in self._breakers.items() if b.opened_at is None and not b.trial_running]
+        if not idle:
+            idle = [min(self._breakers, key=lambda name: self._breakers[name].opened_at or 0.0)]
+        for name in idle:
+            del self._breakers[name]
 
     def available(self, provider: str) -> bool:
         """May a request go to this provider now? (Read-only: routing asks this.)"""

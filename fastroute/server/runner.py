@@ -48,6 +48,19 @@ def loop_name() -> str:
     return "uvloop"
 
 
+def http_settings(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Granian's HTTP/1 and HTTP/2 settings for ``[server] max_header_bytes``: a request head beyond
+    :func:`~fastroute.limits.granian_buffer` is cut by Granian (431, empty body, connection closed);
+    one over the limit but within it reaches the app, which answers 431 in the client's dialect."""
+    from granian.http import HTTP1Settings, HTTP2Settings
+
+    from fastroute.limits import granian_buffer
+
+    size = granian_buffer(config_from_dict(raw, source).server.max_header_bytes)
+    return {"http1_settings": HTTP1Settings(max_buffer_size=size),
+            "http2_settings": HTTP2Settings(max_headers_size=size)}
+
+
 def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, grace_s: float) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -79,7 +92,7 @@ def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, 
         "fastroute.server.runner:app_factory", factory=True, address=host, port=port,
         interface=Interfaces.ASGI, workers=workers,
         loop=Loops.uvloop if loop_name() == "uvloop" else Loops.asyncio,
-        workers_kill_timeout=max(1, int(round(grace_s))), log_access=False,
+        workers_kill_timeout=max(1, int(round(grace_s))), log_access=False, **http_settings(raw, source),
     )
     try:
         server.serve()
