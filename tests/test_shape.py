@@ -223,3 +223,27 @@ def test_null_is_a_field_left_out(dialect: ModuleType, body: dict[str, Any]) -> 
     for m in request.messages:
         assert all(isinstance(c.id, str) and isinstance(c.name, str) and isinstance(c.arguments, str)
                    for c in m.tool_calls)
+
+
+def test_a_source_only_anthropic_has_goes_to_anthropic_as_it_came_and_is_refused_elsewhere_by_name() -> None:
+    """A Files API image (or any source type fastroute does not model) is no 400 on the way in: an
+    Anthropic provider gets the block untouched; another format refuses it, naming it, clipped."""
+    from fastroute.config import config_from_dict
+    from fastroute.providers import build_providers
+    from fastroute.providers.fit import fit
+
+    cfg = config_from_dict({"providers": [{"name": "o", "format": "openai", "base_url": "http://o/v1"},
+                                          {"name": "a", "format": "anthropic", "base_url": "http://a"}],
+                            "routers": [{"type": "prefix", "model_prefix": "", "provider": "o"}]})
+    providers = build_providers(cfg, None)
+    block = {"type": "image", "source": {"type": "file", "file_id": "file_0123"}}
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [block]}]}
+    sent = anthropic.render_request(fit(anthropic.parse_request(body), providers["a"], "m").request, False)
+    assert sent["messages"][0]["content"] == [block]
+    odd = {"type": "image", "source": {"type": "f" * 5000}}
+    for blocks, shown in (([block], "'file'"), ([odd], repr("f" * 40))):
+        request = anthropic.parse_request({**body, "messages": [{"role": "user", "content": blocks}]})
+        with pytest.raises(BadRequest) as info:
+            fit(request, providers["o"], "m")
+        assert info.value.message == (f"messages[0]: content block type 'image' with a source of type {shown} has "
+                                      "no counterpart in the format of provider 'o'")

@@ -121,22 +121,25 @@ def check_request(body: Any) -> tuple[str, bool]:
 
 
 def _source_part(block: dict[str, Any], kind: str) -> Any:
-    source = block.get("source") or {}
-    stype = source.get("type")
+    """An image or document; a source type only Anthropic has (a Files API ``file``, a
+    ``content`` document) stays a raw block: an Anthropic provider takes it as it came, any other
+    provider refuses it by name (providers/fit.py)."""
+    source = block["source"]  # an object with a string type: checked by _SOURCE
+    stype = source["type"]
     if kind == "image":
         if stype == "url":
-            return ImagePart(url=source.get("url"))
+            return ImagePart(url=source["url"])
         if stype == "base64":
-            return ImagePart(data=source.get("data"), media_type=source.get("media_type"))
-        raise BadRequest(f"image source type {stype!r} is not supported (use base64 or url)")
+            return ImagePart(data=source["data"], media_type=source.get("media_type"))
+        return RawPart(NAME, block)
     title = block.get("title")
     if stype == "url":
-        return DocumentPart(url=source.get("url"), title=title)
+        return DocumentPart(url=source["url"], title=title)
     if stype == "base64":
-        return DocumentPart(data=source.get("data"), media_type=source.get("media_type"), title=title)
+        return DocumentPart(data=source["data"], media_type=source.get("media_type"), title=title)
     if stype == "text":
-        return DocumentPart(text=source.get("data", ""), media_type="text/plain", title=title)
-    raise BadRequest(f"document source type {stype!r} is not supported (use base64, url or text)")
+        return DocumentPart(text=source["data"], media_type="text/plain", title=title)
+    return RawPart(NAME, block)
 
 
 def _parse_blocks(content: Any) -> list[Any]:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastroute.canonical import Usage
+from fastroute.canonical import StreamEvent, Usage
 
 
 class DecoderTap:
-    """Forwards every chunk untouched; afterwards, decodes it for the log: text, usage, errors."""
+    """Forwards every chunk untouched; afterwards, decodes it for the log: text, usage, errors.
+
+    The decoder never raises: an event it cannot read is an ``error`` event, which the tap keeps
+    (the first one) as :attr:`error` for the log.  :meth:`finish` at the end of the stream lets
+    the decoder read what it still holds and say whether the stream was cut before its end.
+    """
 
     __slots__ = ("_decoder", "text_parts", "usage", "error")
 
@@ -22,12 +27,19 @@ class DecoderTap:
         return chunk
 
     def feed(self, chunk: bytes) -> None:
-        for ev in self._decoder.feed(chunk):
+        self._take(self._decoder.feed(chunk))
+
+    def finish(self) -> None:
+        """The upstream ended the stream: a stream cut before its end is an error too."""
+        self._take(self._decoder.flush())
+
+    def _take(self, events: list[StreamEvent]) -> None:
+        for ev in events:
             if ev.kind == "text":
                 self.text_parts.append(ev.text)
             elif ev.kind in ("usage", "start") and ev.usage is not None:
                 self.usage = ev.usage
-            elif ev.kind == "error":
+            elif ev.kind == "error" and self.error is None:
                 self.error = ev.error.message
 
     @property

@@ -98,7 +98,11 @@ def _without_foreign_parts(messages: list[Message], dialect: str | None, provide
             elif p.hosted:
                 omitted.append(str(p.block.get("type")))
             else:
-                raise BadRequest(f"messages[{i}]: content block type {p.block.get('type')!r} has no counterpart "
+                kind = repr(p.block.get("type"))[:60]
+                source = p.block.get("source")
+                if isinstance(source, dict) and isinstance(source.get("type"), str):
+                    kind += f" with a source of type {source['type'][:40]!r}"
+                raise BadRequest(f"messages[{i}]: content block type {kind} has no counterpart "
                                  f"in the format of provider '{provider}'", param=f"messages[{i}].content")
         out.append(dataclasses.replace(m, content=kept) if len(kept) != len(m.content) else m)
     return out
