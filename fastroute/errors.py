@@ -13,6 +13,7 @@ Every error that can reach a client knows its HTTP status and its error type;
         ├── Unauthorized            401 authentication_error
         ├── NotFound                404 not_found_error
         ├── PayloadTooLarge         413 request_too_large
+        ├── ClientClosed            499 the client left before its body arrived
         ├── RateLimited             429 rate_limit_error
         ├── ProviderStatusError     the upstream's own 4xx, status kept (retryable: a 429)
         └── UpstreamError           502 upstream_error (retryable: the next provider may do better)
@@ -20,8 +21,11 @@ Every error that can reach a client knows its HTTP status and its error type;
             ├── UpstreamProtocolError 502 broken or cut response
             └── UpstreamTimeout     504 upstream_timeout
 
-``retryable`` says whether failover may try the next provider, and whether the failure
-counts against the provider's circuit breaker; failover decides by it, never by a message.
+Failover decides by type, never by a message.  ``retryable``: the next provider may do better,
+and the failure counts against this one's circuit breaker (every ``UpstreamError``, timeouts
+included, and a provider's 429).  ``provider_answered``: the provider answered in its own words,
+so it is up (its breaker hears a success).  Neither: the attempt gives no verdict on the provider
+(refused before it was sent), and a half-open breaker's trial is released.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class RequestError(FastrouteError):
     error_type: ClassVar[str] = "internal_error"
     #: the provider failed in a way another provider (or a later try) may not: fail over
     retryable: ClassVar[bool] = False
+    #: the provider answered, in its own words: it is up, whatever it said
+    provider_answered: ClassVar[bool] = False
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -83,6 +89,13 @@ class NotFound(RequestError):
     error_type = "not_found_error"
 
 
+class ClientClosed(RequestError):
+    """The client went away before its request was read (nginx's 499); nobody reads the answer."""
+
+    status = 499
+    error_type = "client_closed"
+
+
 class PayloadTooLarge(RequestError):
     status = 413
     error_type = "request_too_large"
@@ -101,6 +114,7 @@ class ProviderStatusError(RequestError):
     """
 
     error_type = "upstream_client_error"
+    provider_answered = True
 
     def __init__(self, provider: str, status: int, message: str, body: bytes = b"",
                  upstream_type: str | None = None, body_dialect: str | None = None) -> None:

@@ -64,6 +64,7 @@ def ask(p: Pipeline) -> int:
 
 @pytest.mark.parametrize("trial, settles", [
     (ProviderStatusError("p", 400, "context too long"), "closed"),  # it answered: it is up
+    (ProviderStatusError("p", 429, "slow down"), "open"),            # it answered, but has no room: retryable
     (UpstreamError("boom", provider="p"), "open"),                   # it failed again: re-opened
     (UpstreamTimeout("slow", provider="p"), "open"),
     (RuntimeError("a bug in fastroute"), "half-open"),               # no verdict: the next request tries

@@ -599,7 +599,7 @@ def client_body(dialect: str, model: str, stream: bool) -> dict[str, Any]:
 
 
 def check_upstream_answer(f: Fuzzed, dialect: str, answer: fs.UpstreamAnswer, logged: bool = True) -> None:
-    """``logged``: a broken answer passed through must be logged as an error (see the xfail below)."""
+    """``logged``: a broken answer passed through must be logged as an error."""
     token = f"t{next(f.tokens)}"
     f.upstream.script(token, answer)
     reply = post(f, dialect, orjson.dumps(client_body(dialect, PREFIX[answer.fmt] + token, answer.stream)))
@@ -654,13 +654,9 @@ def test_upstream_answers_translated(fuzzed: Fuzzed, dialect: str, data: st.Data
 @given(data=st.data())
 def test_upstream_answers_passed_through(fuzzed: Fuzzed, dialect: str, data: st.DataObject) -> None:
     answers = data.draw(st.lists(answers_for(dialect, True), min_size=1, max_size=6))
-    batch(fuzzed, [lambda a=a: check_upstream_answer(fuzzed, dialect, a, logged=False) for a in answers])
+    batch(fuzzed, [lambda a=a: check_upstream_answer(fuzzed, dialect, a) for a in answers])
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline: a broken answer on the fast path (a cut or unreadable body, a cut "
-                   "stream) reaches the request log as a success; the fix is pipeline.py's (read_answer -> None "
-                   "should set ex.error; _relay should end the tap so it can tell a cut stream), see "
-                   "/tmp/fuzz_findings.md. Remove this mark when it passes.")
 @pytest.mark.parametrize("dialect", fs.PROVIDER_FORMATS)
 @settings(max_examples=fs.examples(6), phases=[Phase.generate], report_multiple_bugs=False)
 @given(data=st.data())

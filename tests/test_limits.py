@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,10 @@ max_body_bytes = {BODY_LIMIT}
 max_header_bytes = {HEADER_LIMIT}
 max_json_depth = {DEPTH_LIMIT}
 
+[logging]
+enabled = true
+path = "{config.parent / 'requests.jsonl'}"
+
 [failover]
 max_attempts = 1
 breaker_threshold = 1000
@@ -337,6 +342,64 @@ def test_the_connection_serves_the_next_request_after_a_refusal(limited: Fastrou
         for _ in range(5):
             assert http_exchange(sock, DIALECTS["openai"], big, pad) == (413 if refusal == "body" else 431)
             assert http_exchange(sock, DIALECTS["openai"], orjson.dumps(body_for("openai"))) == 200
+
+
+@pytest.fixture(scope="module")
+def keyed(stub: StubUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
+    config = Path(tmp_path_factory.mktemp("keyed")) / "keyed.toml"
+    config.write_text(f"""
+[server]
+api_key_env = "FR_LIMITS_SERVER_KEY"
+
+[[providers]]
+name = "stub"
+format = "openai"
+base_url = "{stub.base_url}"
+
+[[routers]]
+type = "prefix"
+model_prefix = "stub"
+provider = "stub"
+""")
+    proc = FastrouteProcess([str(config)], env={"FR_LIMITS_SERVER_KEY": "sk-the-servers-own"}).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize("path", [*DIALECTS.values(), "/v1/messages/count_tokens", "/v1/route"])
+def test_the_connection_serves_the_next_request_after_a_refused_key(keyed: FastrouteProcess, path: str) -> None:
+    """A request refused for its key before its body was read: the body is still read and dropped."""
+    dialect = next((d for d, p in DIALECTS.items() if p == path), "anthropic")
+    big = orjson.dumps(body_for(dialect, pad="p" * 200_000))
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=30) as sock:
+        for _ in range(3):
+            assert http_exchange(sock, path, big, {"authorization": "Bearer wrong"}) == 401
+            assert http_exchange(sock, "/v1/chat/completions", orjson.dumps(body_for("openai")),
+                                 {"authorization": "Bearer sk-the-servers-own"}) == 200
+
+
+def test_the_connection_serves_the_next_request_after_a_404_with_a_body(limited: FastrouteProcess) -> None:
+    big = orjson.dumps(body_for("openai", pad="p" * 60_000))
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=30) as sock:
+        for _ in range(3):
+            assert http_exchange(sock, "/v1/v1/chat/completions", big) == 404
+            assert http_exchange(sock, DIALECTS["openai"], orjson.dumps(body_for("openai"))) == 200
+
+
+def test_a_client_gone_before_its_body_arrived_is_logged_as_499(limited: FastrouteProcess) -> None:
+    log = Path(limited.args[0]).parent / "requests.jsonl"
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: 5000\r\n\r\n" + b'{"model": "stub-model", "messages": [')
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        lines = [orjson.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        if any(e["status"] == 499 for e in lines):
+            break
+        time.sleep(0.05)
+    gone = [e for e in lines if e["status"] == 499]
+    assert len(gone) == 1 and "closed the connection before its request body arrived" in gone[0]["error"]
+    healthy(limited)
 
 
 # ── JSON nesting ───────────────────────────────────────────────────────────

@@ -140,9 +140,9 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     )
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, DecoderTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool, provider: str = "upstream") -> tuple[bytes, DecoderTap]:
     """The client's body with the model changed and ``stream`` explicit (Ollama streams by default)."""
-    return orjson.dumps({**body, "model": model, "stream": stream}), DecoderTap(StreamDecoder())
+    return orjson.dumps({**body, "model": model, "stream": stream}), DecoderTap(StreamDecoder(provider))
 
 
 # ── requests to an Ollama provider ───────────────────────────────────────

@@ -12,9 +12,8 @@ from typing import Any
 
 import orjson
 
-from fastroute._speedups import SSEDecoder
 from fastroute._speedups import OPENAI_STOP as _STOP_IN
-from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder  # noqa: F401  (the providers read dialect.StreamDecoder)
+from fastroute._speedups import OpenAIStreamDecoder as StreamDecoder
 from fastroute._speedups import new_id as _new_id
 from fastroute._speedups import openai_usage as _parse_usage
 from fastroute.canonical import (
@@ -22,6 +21,7 @@ from fastroute.canonical import (
     ToolCall, Usage, wire_name,
 )
 from fastroute.formats.framing import sse_boundary
+from fastroute.formats.tap import DecoderTap
 from fastroute.formats.shape import (
     BOOL, INT, NUM, OBJECT, STR, Arr, Either, Obj, OneOf, ShapeError, Tagged, Text, bad_request,
 )
@@ -162,7 +162,7 @@ def _parse_content(content: Any) -> list[Any]:
     return parts
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, StreamTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool, provider: str = "upstream") -> tuple[bytes, StreamTap]:
     """The client's body for a same-dialect upstream, and the tap that reads the answer.
 
     Only the model name changes; for streams fastroute also asks for usage
@@ -174,7 +174,7 @@ def passthrough(body: dict[str, Any], model: str, stream: bool) -> tuple[bytes, 
     hide = stream and not (isinstance(options, dict) and options.get("include_usage"))
     if hide:
         changes["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return orjson.dumps({**body, **changes} if changes else body), StreamTap(hide_usage=hide)
+    return orjson.dumps({**body, **changes} if changes else body), StreamTap(hide, provider)
 
 
 # ── requests to an OpenAI-dialect provider ────────────────────────────────
@@ -405,8 +405,9 @@ class StreamRenderer:
 
 # ── streamed passthrough, read on the side ─────────────────────────────────
 
-class StreamTap:
-    """Reads an OpenAI SSE stream on the side, after each chunk is forwarded: text, usage, finish reason.
+class StreamTap(DecoderTap):
+    """Reads an OpenAI SSE stream on the side, after each chunk is forwarded, with the OpenAI
+    decoder (text, usage, errors, and at :meth:`finish` a stream cut before its end).
 
     ``forward`` says what to send the client before that: the chunk itself,
     except that when fastroute asked the upstream for usage on the client's
@@ -414,16 +415,11 @@ class StreamTap:
     left out.  A substring test keeps that check off every other chunk.
     """
 
-    __slots__ = ("_decoder", "_hide_usage", "text_parts", "usage", "finish_reason", "saw_done", "error")
+    __slots__ = ("_hide_usage",)
 
-    def __init__(self, hide_usage: bool = False) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, hide_usage: bool = False, provider: str = "upstream") -> None:
+        super().__init__(StreamDecoder(provider))
         self._hide_usage = hide_usage
-        self.text_parts: list[str] = []
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.saw_done = False
-        self.error: str | None = None
 
     def forward(self, chunk: bytes) -> bytes:
         if not self._hide_usage or b'"usage"' not in chunk:
@@ -441,36 +437,6 @@ class StreamTap:
                 continue  # the usage-only event fastroute asked for, not the client
             kept.append(part + b"\n\n")
         return b"".join(kept)
-
-    def feed(self, chunk: bytes) -> None:
-        for ev in self._decoder.feed(chunk):
-            data = ev.data
-            if data == b"[DONE]":
-                self.saw_done = True
-                continue
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(obj, dict):
-                continue
-            if "error" in obj:
-                err = obj["error"]
-                self.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            for choice in obj.get("choices") or ():
-                delta = choice.get("delta") or {}
-                text = delta.get("content")
-                if text:
-                    self.text_parts.append(text)
-                if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
-            usage = _parse_usage(obj.get("usage"))
-            if usage is not None:
-                self.usage = usage
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
 
 # ── errors ─────────────────────────────────────────────────────────────────

@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from fastroute.canonical import StreamEvent
 from fastroute.config import ProviderConfig
 from fastroute.errors import ProviderStatusError, UpstreamError, UpstreamTimeout
-from fastroute.providers.transport import Timeouts, UpstreamClient
+from fastroute.providers.transport import StreamReply, Timeouts, UpstreamClient
+
+
+class EventStream:
+    """A provider's streamed answer as canonical events, owning the upstream reply: :meth:`aclose`
+    releases it whether or not the events were ever read (an async generator never started never
+    runs its ``finally``)."""
+
+    __slots__ = ("_events", "_reply")
+
+    def __init__(self, events: AsyncIterator[StreamEvent], reply: StreamReply) -> None:
+        self._events = events
+        self._reply = reply
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._events
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self._reply.aclose()
 
 
 class Provider:
@@ -62,7 +85,7 @@ class Provider:
                              "redirects (the provider's key would go along): set its base_url to the address "
                              "that answers", provider=self.name)
 
-    def transport_error(self, exc: UpstreamError | UpstreamTimeout) -> Exception:
+    def transport_error(self, exc: UpstreamError) -> UpstreamError:
         """Name the provider in a transport error (never its key)."""
         if isinstance(exc, UpstreamTimeout):
             limit = self.timeouts.connect if exc.phase == "connect" else self.timeouts.read

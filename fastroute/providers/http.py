@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from fastroute.canonical import ChatRequest, ChatResponse, StreamEvent
-from fastroute.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from fastroute.errors import UpstreamError, UpstreamProtocolError
 from fastroute.formats.shape import ShapeError
-from fastroute.providers.base import Provider
+from fastroute.providers.base import EventStream, Provider
 from fastroute.providers.transport import Reply, StreamReply
 
 _JSON = "application/json"
@@ -69,7 +69,7 @@ class HTTPProvider(Provider):
         url = url or self.url_for(client_headers)
         try:
             reply = await self.client.post(url, headers, body, self.timeouts)
-        except (UpstreamError, UpstreamTimeout) as exc:
+        except UpstreamError as exc:
             raise self.transport_error(exc) from exc
         if reply.status >= 300:
             if reply.status < 400:  # never followed (the transport does not); its body is not repeated
@@ -85,7 +85,7 @@ class HTTPProvider(Provider):
         url = self.url_for(client_headers)
         try:
             reply = await self.client.stream(url, headers, body, self.timeouts)
-        except (UpstreamError, UpstreamTimeout) as exc:
+        except UpstreamError as exc:
             raise self.transport_error(exc) from exc
         if reply.status >= 300:
             if reply.status < 400:  # never followed (the transport does not); its body is not read
@@ -93,7 +93,7 @@ class HTTPProvider(Provider):
                 raise self.redirect_error(reply.status, reply.headers.get("location"), url)
             try:
                 data = await reply.read()
-            except (UpstreamError, UpstreamTimeout):
+            except UpstreamError:
                 data = b""
             finally:
                 await reply.aclose()
@@ -114,11 +114,12 @@ class HTTPProvider(Provider):
             raise UpstreamProtocolError(f"provider '{self.name}' answered with a body fastroute cannot read: "
                                         f"{type(exc).__name__}", provider=self.name) from exc
 
-    async def open_stream(self, request: ChatRequest, client_key: str | None = None) -> AsyncIterator[StreamEvent]:
-        """Start a streamed call (errors before the first byte raise here), then its events."""
+    async def open_stream(self, request: ChatRequest, client_key: str | None = None) -> EventStream:
+        """Start a streamed call (errors before the first byte raise here), then its events; the
+        stream owns the reply from here on."""
         body = orjson.dumps(self.dialect.render_request(request, stream=True))
         reply = await self.stream_raw(body, client_key, request=request)
-        return self._events(reply)
+        return EventStream(self._events(reply), reply)
 
     async def _events(self, reply: StreamReply) -> AsyncIterator[StreamEvent]:
         decoder = self.dialect.StreamDecoder(self.name)
@@ -128,7 +129,7 @@ class HTTPProvider(Provider):
                     yield event
             for event in decoder.flush():
                 yield event
-        except (UpstreamError, UpstreamTimeout) as exc:
+        except UpstreamError as exc:
             yield StreamEvent("error", error=self.transport_error(exc))
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
             # valid framing, an event of a shape the decoder cannot read ("choices": [null], ...):

@@ -113,22 +113,33 @@ def _json_or_error(status: int, body: bytes) -> Any:
 # ── aiohttp ────────────────────────────────────────────────────────────────
 
 class _AiohttpStream:
-    __slots__ = ("_resp", "_map", "status", "headers")
+    """One streamed aiohttp response.  It lives as long as the stream, so it keeps nothing the
+    stream does not need: the headers are read from aiohttp's own when asked for."""
+
+    __slots__ = ("_resp", "_map", "status")
 
     def __init__(self, resp: Any, mapper: Mapper) -> None:
         self._resp = resp
         self._map = mapper
         self.status = resp.status
-        self.headers = {k.lower(): v for k, v in resp.headers.items()}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self._resp.headers.items()}
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        content = self._resp.content
-        with _mapped(self._map):
+        read = self._resp.content.readany
+        try:
             while True:
-                chunk = await content.readany()
+                chunk = await read()
                 if not chunk:
                     return
                 yield chunk
+        except BaseException as exc:  # what _mapped does, without a context manager held per stream
+            mapped = self._map(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def read(self) -> bytes:
         with _mapped(self._map):
@@ -225,13 +236,16 @@ class AiohttpClient:
 # ── httpx ──────────────────────────────────────────────────────────────────
 
 class _HttpxStream:
-    __slots__ = ("_resp", "_map", "status", "headers")
+    __slots__ = ("_resp", "_map", "status")
 
     def __init__(self, resp: Any, mapper: Mapper) -> None:
         self._resp = resp
         self._map = mapper
         self.status = resp.status_code
-        self.headers = {k.lower(): v for k, v in resp.headers.items()}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self._resp.headers.items()}
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with _mapped(self._map):

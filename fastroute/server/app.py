@@ -13,15 +13,18 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-from blacksheep import Application, Content, Request, Response, StreamedContent
+from blacksheep import Application, Content, Request, Response
+from blacksheep.exceptions import MessageAborted
 
 from fastroute.config import Config, require_env
-from fastroute.errors import BadRequest, NotFound, PayloadTooLarge, RequestError, Unauthorized
+from fastroute.errors import BadRequest, ClientClosed, NotFound, PayloadTooLarge, RequestError, Unauthorized
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
 from fastroute.formats import responses as responses_dialect
-from fastroute.pipeline import Answer, Pipeline, StreamAnswer
+from fastroute.limits import HeadersTooLarge, check_depth, check_headers, drain, undecodable_depth
+from fastroute.pipeline import Pipeline, StreamAnswer
+from fastroute.server.streaming import to_response
 from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
@@ -70,50 +73,6 @@ def client_key(request: Request) -> str | None:
     return key.decode("latin-1") if key else None
 
 
-def to_response(answer: Answer | StreamAnswer, receive: Any = None) -> Response:
-    if isinstance(answer, StreamAnswer):
-        return Response(answer.status, answer.headers,
-                        StreamedContent(answer.content_type, _until_disconnect(answer.chunks, receive)))
-    return Response(answer.status, answer.headers, Content(answer.content_type, answer.body))
-
-
-def _until_disconnect(chunks: Any, receive: Any) -> Callable[[], AsyncIterator[bytes]]:
-    """Stream ``chunks``; when the client goes away, stop, and so cancel the upstream request.
-
-    Granian drops what is sent to a closed connection without a word, so the
-    only sign of a vanished client is ``http.disconnect`` on the ASGI receive
-    channel: a watcher waits for it and cancels the task that streams.
-    """
-
-    async def provider() -> AsyncIterator[bytes]:
-        task = asyncio.current_task()
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while True:
-                message = await receive()
-                if message.get("type") == "http.disconnect":
-                    gone = True
-                    task.cancel()  # type: ignore[union-attr]
-                    return
-
-        watcher = asyncio.create_task(watch()) if receive is not None else None
-        try:
-            async for chunk in chunks:
-                yield chunk
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            task.uncancel()  # type: ignore[union-attr]
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            await chunks.aclose()
-
-    return provider
-
-
 class Handlers:
     """The routes.  One instance per application, holding the pipeline."""
 
@@ -123,25 +82,84 @@ class Handlers:
         self.recorder_metrics = metrics
         self.server_key = server_key.encode() if server_key else None
         self.max_body = config.server.max_body_bytes
+        self.max_header_bytes = config.server.max_header_bytes
+        self.max_json_depth = config.server.max_json_depth
+        #: the most of a refused body read and dropped, keeping the connection (see read_json)
+        self.max_drain = 2 * self.max_body
 
     async def read_json(self, request: Request) -> Any:
+        """The request's JSON body (see :meth:`_read_json`); a client that leaves before its body
+        arrived is a :class:`ClientClosed`, recorded like any other refusal."""
+        try:
+            return await self._read_json(request)
+        except MessageAborted:
+            raise ClientClosed("the client closed the connection before its request body arrived") from None
+
+    async def _read_json(self, request: Request) -> Any:
+        """The request's JSON body, within the limits of ``[server]`` (headers, body size, nesting),
+        each passed limit a RequestError the caller answers in the client's dialect.
+
+        A body refused for its size or for the headers before it is still read to its end (and
+        dropped), up to ``max_drain`` bytes, so the client's next request on the connection finds
+        it open: Granian closes a connection whose request body was left unread, after an answer
+        that did not say so, and the client's next request on it fails."""
+        refused: RequestError | None = None
+        scope = request.scope
+        if scope is not None:  # Granian cuts heads beyond twice the limit itself (fastroute.limits)
+            try:
+                check_headers(scope["headers"], self.max_header_bytes)
+            except HeadersTooLarge as err:
+                refused = err
         length = request.get_first_header(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise PayloadTooLarge(f"request body of {int(length)} bytes is over the limit of {self.max_body} bytes")
+        declared = int(length) if length is not None and length.isdigit() else None
+        if refused is None and declared is not None and declared > self.max_body:
+            refused = PayloadTooLarge(f"request body of {declared} bytes is over the limit of {self.max_body} "
+                                      "bytes ([server] max_body_bytes)")
+        if refused is not None:
+            if declared is None or declared <= self.max_drain:
+                await drain(request.stream(), self.max_drain)
+            raise refused
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        chunks = request.stream()
+        async for chunk in chunks:
             size += len(chunk)
             if size > self.max_body:
-                raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
+                await drain(chunks, self.max_drain - size)
+                raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes "
+                                      "([server] max_body_bytes)")
             parts.append(chunk)
         raw = b"".join(parts)
         if not raw:
             raise BadRequest("the request body is empty; expected a JSON object")
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:  # deeper than orjson goes (1024 levels) is said as such
+            raise (undecodable_depth(exc, self.max_json_depth)
+                   or BadRequest(f"the request body is not valid JSON: {exc}")) from None
+        check_depth(body, self.max_json_depth, len(raw))
+        return body
+
+    async def keyed_json(self, request: Request) -> tuple[str | None, Any]:
+        """The client's key (checked) and the JSON body.  A refused key still has its body read
+        and dropped (up to ``max_drain``): an unread body makes Granian close the connection
+        behind the answer, and the client's next request on it fails."""
+        try:
+            key = self.check_key(request)
+        except RequestError:
+            await self.drop_body(request)
+            raise
+        return key, await self.read_json(request)
+
+    async def drop_body(self, request: Request) -> None:
+        """Read and drop a request's body that nothing will read (see :meth:`keyed_json`)."""
+        if request.get_first_header(b"content-length") in (None, b"0") and \
+                request.get_first_header(b"transfer-encoding") is None:
+            return
+        try:
+            await drain(request.stream(), self.max_drain)
+        except Exception:  # the client went away meanwhile: nothing to keep open
+            return
 
     def check_key(self, request: Request) -> str | None:
         key = client_key(request)
@@ -155,8 +173,7 @@ class Handlers:
 
         async def handle(request: Request) -> Response:
             try:
-                key = self.check_key(request)
-                body = await self.read_json(request)
+                key, body = await self.keyed_json(request)
             except RequestError as err:
                 return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
             forwarded = {name.decode(): value.decode("latin-1") for name in FORWARDED_HEADERS
@@ -247,8 +264,7 @@ class Handlers:
         if dialect is None:
             return error_response(BadRequest(f"unknown dialect; one of {', '.join(DIALECTS)}"))
         try:
-            self.check_key(request)
-            body = await self.read_json(request)
+            _, body = await self.keyed_json(request)
             model, _ = dialect.check_request(body)
             body.pop("plugins", None)
             canonical = dialect.parse_request(body)
@@ -284,8 +300,7 @@ class Handlers:
 
     async def ollama_show(self, request: Request) -> Response:
         try:
-            self.check_key(request)
-            body = await self.read_json(request)
+            _, body = await self.keyed_json(request)
             model = body.get("model") or body.get("name") if isinstance(body, dict) else None
             if not isinstance(model, str) or not model:
                 raise BadRequest("model is required")
@@ -314,6 +329,7 @@ class Handlers:
         console = self.pipeline.recorder.console
         if console is not None:
             console.note_miss(404, name, request.method, request.path, message)
+        await self.drop_body(request)
         return error_response(NotFound(message), DIALECTS[name])
 
 
@@ -377,7 +393,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
                         console)
     store = open_store(config.storage) if config.responses.store else None
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
-                                     config.responses.max_bytes, keyed=server_key is not None)
+                                     config.responses.max_bytes, keyed=server_key is not None,
+                                     max_history_bytes=config.server.max_body_bytes)
     pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder,
                         states={responses_dialect.NAME: responses_state})
     discovery = Discovery(config, providers)

@@ -59,8 +59,7 @@ class CountTokens:
     async def _answer(self, request: Request, headers: _Headers) -> Response:
         handlers = self.handlers
         pipeline = handlers.pipeline
-        key = handlers.check_key(request)
-        body = await handlers.read_json(request)
+        key, body = await handlers.keyed_json(request)
         model = check_model_name(dialect.check_request(body)[0])
         body.pop("plugins", None)
         canonical = dialect.parse_request(body)
