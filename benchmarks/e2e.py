@@ -45,7 +45,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
 MODEL = "bench-model"
-CLIENTS = ("aiohttp", "httpx")
+CLIENTS = ("lean", "aiohttp", "httpx")
 
 # ── the zero-latency upstream ─────────────────────────────────────────────
 

@@ -215,8 +215,9 @@ def start_bare(children: Children, workdir: Path, interval: float) -> tuple[subp
     return proc, url
 
 
-def start_fastroute(children: Children, upstream_port: int, conf: Path) -> tuple[subprocess.Popen[str], str]:
-    conf.write_text(f'[server]\nshutdown_grace_s = 2\n\n[[providers]]\nname = "paced"\nformat = "openai"\n'
+def start_fastroute(children: Children, upstream_port: int, conf: Path,
+                    client: str = "lean") -> tuple[subprocess.Popen[str], str]:
+    conf.write_text(f'[server]\nshutdown_grace_s = 2\nupstream_client = "{client}"\n\n[[providers]]\nname = "paced"\nformat = "openai"\n'
                     f'base_url = "http://127.0.0.1:{upstream_port}/v1"\n\n'
                     '[[routers]]\ntype = "prefix"\nmodel_prefix = ""\nprovider = "paced"\n')
     port = free_port()
@@ -283,6 +284,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--openai-headers", action="store_true",
                     help="the upstream sends the 23 response headers OpenAI's API sends with a stream (~1.1 KB)")
+    ap.add_argument("--client", default="lean", help="fastroute's upstream client (lean, aiohttp, httpx)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -295,7 +297,7 @@ def main() -> int:
     try:
         upstream_port = start_upstream(children, args.interval, args.openai_headers)
         bare, bare_url = start_bare(children, workdir, args.interval)
-        router, router_url = start_fastroute(children, upstream_port, workdir / "c.toml")
+        router, router_url = start_fastroute(children, upstream_port, workdir / "c.toml", args.client)
         servers = [("bare Granian ASGI app", bare_url, bare), ("fastroute -> upstream", router_url, router)]
         warm_up(router_url, WARMUP)
         warm_up(bare_url, 20, plain=False)

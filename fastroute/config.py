@@ -23,7 +23,7 @@ from fastroute.limits import JSON_DEPTH_CEILING, MAX_HEADER_BYTES, MAX_JSON_DEPT
 
 PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
 STORAGE_KINDS = ("sqlite", "memory", "redis")
-UPSTREAM_CLIENTS = ("aiohttp", "httpx")
+UPSTREAM_CLIENTS = ("lean", "aiohttp", "httpx")
 CAPABILITIES = ("vision", "tools", "coding", "reasoning")
 
 
@@ -34,7 +34,7 @@ class ServerConfig:
     dashboard: bool = False
     api_key_env: str | None = None
     #: the upstream HTTP client on the request path: "aiohttp" (fastest, measured) or "httpx"
-    upstream_client: str = "aiohttp"
+    upstream_client: str = "lean"
     #: request bodies above this many bytes are refused with 413
     max_body_bytes: int = 32 * 1024 * 1024
     #: request headers above this many bytes are refused with 431 (see fastroute.limits)

@@ -222,7 +222,7 @@ def logging_to(path: Path) -> str:
     return f'\n[logging]\nenabled = true\npath = "{path}"\n'
 
 
-@pytest.fixture(scope="session", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="session", params=["lean", "aiohttp", "httpx"])
 def router(request: pytest.FixtureRequest, stub: StubUpstream,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
     """A real fastroute process routing to the stub, once per upstream client."""

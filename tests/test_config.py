@@ -105,7 +105,7 @@ def test_example_config_is_valid() -> None:
     ('[server]\nprot = 80\n', "server.prot", "did you mean 'port'"),
     ('[server]\nport = "80"\n', "server.port", "expected an integer, got string '80'"),
     ('[server]\ndashboard = 1\n', "server.dashboard", "expected a boolean"),
-    ('[server]\nupstream_client = "curl"\n', "server.upstream_client", "must be one of aiohttp, httpx"),
+    ('[server]\nupstream_client = "curl"\n', "server.upstream_client", "must be one of lean, aiohttp, httpx"),
     ('[[providers]]\nname = "a"\n', "providers[0].format", "missing required key"),
     ('[[providers]]\nname = "a"\nformat = "openai"\n', "providers[0].base_url", "required"),
     ('[[providers]]\nname = "a"\nformat = "grpc"\nbase_url = "http://x"\n', "providers[0].format", "must be one of"),

@@ -141,7 +141,7 @@ provider = "echo"
 """
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["lean", "aiohttp", "httpx"])
 def router(request: pytest.FixtureRequest, stub: StubUpstream,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
     path = tmp_path_factory.mktemp("count") / "fastroute.toml"
@@ -219,7 +219,7 @@ def test_claude_codes_beta_query_goes_on(router: FastrouteProcess, fresh_stub: S
     assert upstream_headers(fresh_stub)["anthropic-beta"] == "claude-code-20250219"
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["lean", "aiohttp", "httpx"])
 def forwarding(request: pytest.FixtureRequest, stub: StubUpstream,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
     """A fastroute without a server key (with one, forward_client_key is a config error: the only key

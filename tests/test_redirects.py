@@ -160,7 +160,7 @@ def redirect_config(servers: Servers, upstream_client: str) -> str:
     return "".join(parts)
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["lean", "aiohttp", "httpx"])
 def router(request: pytest.FixtureRequest, servers: Servers,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastrouteProcess]:
     path = tmp_path_factory.mktemp("redirects") / "fastroute.toml"
@@ -223,7 +223,7 @@ def test_a_redirect_is_a_502_and_its_target_receives_nothing(router: FastroutePr
 
 # ── the transport alone, and discovery ────────────────────────────────────
 
-@pytest.mark.parametrize("impl", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("impl", ["lean", "aiohttp", "httpx"])
 def test_the_transport_hands_a_redirect_back_unfollowed(fresh: Servers, impl: str) -> None:
     headers = {"x-api-key": KEY, "authorization": f"Bearer {KEY}"}
 
@@ -273,7 +273,7 @@ def test_discovery_follows_no_redirect(fresh: Servers) -> None:
 
 # ── no proxy from the environment ─────────────────────────────────────────
 
-@pytest.mark.parametrize("upstream_client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("upstream_client", ["lean", "aiohttp", "httpx"])
 def test_no_proxy_is_taken_from_the_environment(fresh: Servers, stub: StubUpstream, tmp_path: Path,
                                                 upstream_client: str) -> None:
     """With every proxy variable naming the recorder, calls still go straight to the provider."""

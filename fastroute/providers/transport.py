@@ -1,21 +1,25 @@
 """The one seam all provider HTTP goes through.
 
 Three operations: post bytes and read the whole answer, post bytes and stream
-the answer's chunks as they arrive, get JSON.  Two implementations, chosen by
+the answer's chunks as they arrive, get JSON.  Three implementations, chosen by
 ``[server] upstream_client``:
 
-- ``aiohttp`` (default): aiohttp's own client, 0.1–0.2 ms of CPU per upstream
+- ``lean`` (default): fastroute's own keep-alive HTTP/1.1 client over the event loop's
+  transports, responses parsed by httptools (``fastroute/providers/lean/``): about a fifth
+  of aiohttp's CPU per plain request and ~5 KiB per open stream against ~19
+  (``benchmarks/test_bench_lean_client.py``).
+- ``aiohttp``: aiohttp's own client, 0.1–0.2 ms of CPU per upstream
   request on this machine class whatever the concurrency.
 - ``httpx``: httpx.AsyncClient, for those who prefer it: 0.5–1 ms per request
   alone, and several ms at concurrency 32, where httpcore's pool checks every
   idle connection on each request (see ``benchmarks/e2e.py`` and
   ``benchmarks/test_bench_upstream_client.py``).
 
-Neither keeps cookies: a ``Set-Cookie`` from an upstream would otherwise ride
-along on every other user's requests to it.  Neither follows a redirect: a
+None keeps cookies: a ``Set-Cookie`` from an upstream would otherwise ride
+along on every other user's requests to it.  None follows a redirect: a
 ``3xx`` is handed back as it is (the provider layer makes it a 502), because
 following it would carry the provider's key to wherever the ``Location`` says.
-Neither takes a proxy from the environment (``HTTP_PROXY``, ``ALL_PROXY``, ...):
+None takes a proxy from the environment (``HTTP_PROXY``, ``ALL_PROXY``, ...):
 an upstream call goes where its base URL says and nowhere else.
 
 Transport exceptions are mapped by type, most specific first, to
@@ -92,6 +96,10 @@ def _mapped(mapper: Mapper) -> Iterator[None]:
 
 
 def make_client(name: str) -> UpstreamClient:
+    if name == "lean":
+        from fastroute.providers.lean import LeanClient  # only the client in use is imported
+
+        return LeanClient()
     if name == "aiohttp":
         return AiohttpClient()
     if name == "httpx":
