@@ -25,9 +25,11 @@ BUILT = all((spec := find_spec(name)) is not None and str(spec.origin).endswith(
 
 # setup.py run as a build would run it, with its two outside calls stood in for: what it would build
 SETUP_PROBE = """
-import runpy, sys, setuptools, Cython.Build
+import runpy, sys, types, setuptools
 setuptools.setup = lambda **kw: print("building:", sorted(e.name for e in kw["ext_modules"]))
-Cython.Build.cythonize = lambda modules, **kw: modules
+build = types.ModuleType("Cython.Build")  # Cython is a build requirement, not installed beside fastroute
+build.cythonize = lambda modules, **kw: modules
+sys.modules.update({"Cython": types.ModuleType("Cython"), "Cython.Build": build})
 sys.argv = ["setup.py", "build_ext"]
 runpy.run_path("setup.py", run_name="__main__")
 """

@@ -247,3 +247,19 @@ def test_a_source_only_anthropic_has_goes_to_anthropic_as_it_came_and_is_refused
             fit(request, providers["o"], "m")
         assert info.value.message == (f"messages[0]: content block type 'image' with a source of type {shown} has "
                                       "no counterpart in the format of provider 'o'")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@pytest.mark.parametrize("m", IMPLEMENTATIONS)
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(value=json_values, limit=st.integers(1, 8))
+def test_nests_deeper_counts_levels_exactly(m: ModuleType, value: Any, limit: int) -> None:
+    """The nesting check (limits.check_depth's first look) of both implementations, against a count."""
+    assert m.nests_deeper(value, limit) is (_depth(value) > limit)

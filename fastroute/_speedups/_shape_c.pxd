@@ -43,3 +43,8 @@ cdef class Tagged(Spec):
     cdef public object default
     @cython.locals(spec=Spec)
     cpdef check(self, object value)
+
+cdef bint COMPILED
+
+@cython.locals(obj=dict, items=list)
+cdef bint _walk(object node, int budget) except -1

@@ -8,7 +8,15 @@ first value of the wrong shape; containers add their key to the error on the way
 
 from __future__ import annotations
 
+import gc
 from typing import Any
+
+try:  # Cython's shadow module says, in the compiled build, that it is compiled
+    import cython
+
+    COMPILED = bool(cython.compiled)
+except ImportError:  # no Cython here: the Python twin
+    COMPILED = False
 
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
           dict: "an object", type(None): "null"}
@@ -206,3 +214,38 @@ class Tagged(Spec):
         spec = self.cases.get(kind)
         if spec is not None:
             spec.check(value)
+
+
+# ── nesting ─────────────────────────────────────────────────────────────────
+
+_CONTAINERS = frozenset((dict, list))
+
+
+def nests_deeper(body: Any, limit: int) -> bool:
+    """True when ``body`` holds a container ``limit`` levels below itself (``body`` is level 1)."""
+    if type(body) is not dict and type(body) is not list:
+        return False
+    if COMPILED:  # a C walk, depth first, stopping at the first container deep enough
+        return _walk(body, limit)
+    level = [body]  # Python: level by level, each level's children in one C call (gc.get_referents)
+    for _ in range(limit):
+        level = [r for r in gc.get_referents(*level) if type(r) in _CONTAINERS]
+        if not level:
+            return False
+    return True
+
+
+def _walk(node: Any, budget: int) -> bool:
+    if budget == 0:
+        return True
+    if type(node) is dict:
+        obj = node
+        for item in obj.values():
+            if (type(item) is dict or type(item) is list) and _walk(item, budget - 1):
+                return True
+        return False
+    items = node
+    for item in items:
+        if (type(item) is dict or type(item) is list) and _walk(item, budget - 1):
+            return True
+    return False
