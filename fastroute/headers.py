@@ -16,7 +16,6 @@ from fastroute.errors import BadRequest
 
 MAX_MODEL_CHARS = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
 def check_model_name(model: str, param: str = "model") -> str:
@@ -29,6 +28,6 @@ def check_model_name(model: str, param: str = "model") -> str:
 
 
 def header_value(text: str) -> bytes:
-    if _PRINTABLE_ASCII.fullmatch(text):
+    if text.isascii() and text.isprintable():  # printable ASCII: what [\x20-\x7e]* matches, measured faster
         return text.encode("ascii")
     return quote(text, safe=" !#$&'()*+,-./:;<=>?@[]^_`{|}~").encode("ascii")

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import time
+from random import getrandbits
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -244,7 +245,7 @@ class Pipeline:
     def new_exchange(self, dialect: ModuleType) -> Exchange:
         """Start an exchange; it is in flight until :meth:`end`."""
         self.in_flight += 1
-        return Exchange(id="req_" + os.urandom(8).hex(), dialect=dialect.NAME, started=time.perf_counter(),
+        return Exchange(id="req_%016x" % getrandbits(64), dialect=dialect.NAME, started=time.perf_counter(),
                         ts_ms=int(time.time() * 1000))
 
     def end(self, ex: Exchange) -> None:

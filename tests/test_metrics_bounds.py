@@ -179,3 +179,28 @@ def test_labels_follow_the_catalogue(stub: StubUpstream, local: ChangingOllama, 
     providers["local"].discovered = {"llama-c:1b": frozenset()}
     assert names.model("llama-c:1b") == "llama-c:1b"
     assert names.model("stub-42") == OTHER
+
+
+def test_the_in_flight_gauge_is_read_when_scraped() -> None:
+    """One process: the gauge follows the pipeline's count, nobody sets it per request."""
+    metrics, count = Metrics(), [3]
+    metrics.follow_in_flight(lambda: count[0])
+    metrics.set_in_flight(99)  # ignored: the count is read at scrape time
+    assert "fastroute_in_flight_requests 3.0" in metrics.render().decode()
+    count[0] = 0
+    assert "fastroute_in_flight_requests 0.0" in metrics.render().decode()
+
+
+def test_bound_series_count_like_labels() -> None:
+    """The children bound once per (provider, model, status) count what labels() would."""
+    metrics = Metrics()
+    for status in (200, 200, 502):
+        metrics.observe({"provider": "none", "sent_model": "", "status": status, "duration_ms": 5.0,
+                         "usage": {"input_tokens": 2, "output_tokens": 3},
+                         "attempts": [{"provider": "none", "status": status,
+                                       "error": None if status == 200 else "x"}]})
+    text = metrics.render().decode()
+    assert 'fastroute_requests_total{model="other",provider="none",status="200"} 2.0' in text
+    assert 'fastroute_requests_total{model="other",provider="none",status="502"} 1.0' in text
+    assert 'fastroute_tokens_total{direction="in",model="other",provider="none"} 6.0' in text
+    assert 'fastroute_upstream_errors_total{provider="none",status="502"} 1.0' in text

@@ -165,3 +165,60 @@ def test_bad_rules_fail_at_startup() -> None:
             {"type": "prefix", "model_prefix": "", "provider": "fast", "fallbacks": ["nope"]}]})
     with pytest.raises(ConfigError, match="cannot be discovered"):
         config_from_dict({"providers": PROVIDERS, "routers": [{"type": "discover", "provider": "best"}]})
+
+
+# ── routes kept while nothing they were judged by changed ─────────────────
+
+def steady_router(scanner: type, health: Health, *rules: dict) -> Router:
+    cfg = config_from_dict({"providers": PROVIDERS, "routers": list(rules)})
+    providers = build_providers(cfg, None)
+    providers["local"].discovered = {"qwen3:8b": frozenset({"tools"})}
+    return Router(cfg, providers, health.available, scanner=scanner, steady=health.steady)
+
+
+def test_a_kept_route_is_the_one_found_and_goes_when_a_breaker_opens(scanner: type) -> None:
+    health = Health(config_from_dict({}).failover)
+    r = steady_router(scanner, health, {"type": "prefix", "model_prefix": "gpt-", "provider": "fast",
+                                        "fallbacks": ["cheap"]},
+                      {"type": "price"})
+    first = r.route("gpt-x", ["chat"], frozenset())
+    assert r.route("gpt-x", ["chat"], frozenset()) is first  # kept: the same object
+    assert r.route("gpt-x", ["code"], frozenset()) is not first  # other tags: judged again
+    for _ in range(health.config.breaker_threshold):
+        health.failure("fast")
+    assert not health.steady()
+    assert r.route("gpt-x", ["chat"], frozenset()).provider == "cheap"  # the open breaker is seen at once
+    health.success("fast")
+    assert health.steady() and r.route("gpt-x", ["chat"], frozenset()).provider == "fast"
+
+
+def test_kept_routes_go_when_discovery_refreshed(scanner: type) -> None:
+    health = Health(config_from_dict({}).failover)
+    r = steady_router(scanner, health, {"type": "discover", "provider": "local"},
+                      {"type": "prefix", "model_prefix": "", "provider": "cheap"})
+    assert r.route("llava:7b").provider == "cheap"
+    r.providers["local"].discovered = {"llava:7b": frozenset({"vision"})}
+    assert r.route("llava:7b").provider == "cheap"  # kept until told
+    r.forget()  # what Discovery.refresh calls when it is done
+    assert r.route("llava:7b").provider == "local"
+
+
+def test_random_picks_are_never_kept(scanner: type) -> None:
+    health = Health(config_from_dict({}).failover)
+    r = steady_router(scanner, health, {"type": "random", "candidates": [
+        {"provider": "cheap", "model": "a"}, {"provider": "fast", "model": "b"}]})
+    assert {r.route("m").provider for _ in range(200)} == {"cheap", "fast"}
+
+
+def test_discovery_says_when_it_refreshed() -> None:
+    import asyncio
+
+    from fastroute.routing.discovery import Discovery
+
+    cfg = config_from_dict({"providers": PROVIDERS, "routers": [{"type": "discover", "provider": "local"}]})
+    discovery = Discovery(cfg, build_providers(cfg, None))  # "local" at http://w: it does not answer
+    called: list[bool] = []
+    discovery.on_refresh.append(lambda: called.append(True))
+    asyncio.run(discovery.refresh())
+    asyncio.run(discovery.stop())
+    assert called == [True]

@@ -261,3 +261,21 @@ def test_a_base_url_off_by_v1_gets_a_404_naming_the_right_one(echo_only: Fastrou
     assert llama.value.status_code == 404 and f"base URL {at}, without /v1" in llama.value.error
     wrong_method = httpx.get(f"{at}/v1/chat/completions")
     assert wrong_method.status_code == 404 and wrong_method.json()["error"]["message"].endswith("use POST")
+
+
+def test_blacksheep_keeps_the_handlers_as_they_are() -> None:
+    """No normalization wrappers (two more coroutines and ensure_response per request)."""
+    import asyncio
+
+    from fastroute.config import config_from_dict
+    from fastroute.server.app import build_app
+
+    app = build_app(config_from_dict({"providers": [{"name": "echo", "format": "echo"}],
+                                      "routers": [{"type": "prefix", "model_prefix": "", "provider": "echo"}]}))
+    asyncio.run(app.start())
+    try:
+        routes = [r for method in app.router.routes.values() for r in method]
+        assert routes and all(getattr(r.handler, "root_fn", None) is None for r in routes), \
+            [r.pattern for r in routes if getattr(r.handler, "root_fn", None) is not None]
+    finally:
+        asyncio.run(app.stop())

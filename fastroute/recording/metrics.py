@@ -11,6 +11,7 @@ memory, and the size of ``/metrics``, which needs no key -- by asking for new na
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
@@ -69,6 +70,24 @@ class LabelNames:
         return True
 
 
+#: bound label sets kept at most (the labels themselves are bounded by LabelNames)
+MAX_SERIES = 4096
+
+
+class _Series:
+    """One (provider, model, status)'s children of every metric a request counts."""
+
+    __slots__ = ("requests", "duration", "ttft", "tokens_in", "tokens_out", "failovers")
+
+    def __init__(self, m: Metrics, provider: str, model: str, status: str) -> None:
+        self.requests = m.requests.labels(provider, model, status)
+        self.duration = m.duration.labels(provider, model)
+        self.ttft = m.ttft.labels(provider, model)
+        self.tokens_in = m.tokens.labels(provider, model, "in")
+        self.tokens_out = m.tokens.labels(provider, model, "out")
+        self.failovers = m.failovers.labels(provider, model)
+
+
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
@@ -91,10 +110,24 @@ class Metrics:
                                        ("provider", "status"), registry=reg)
         self.failovers = Counter("fastroute_failovers_total", "Requests answered by a later provider of the chain",
                                  labels, registry=reg)
+        self._following = False
+        #: bound children per (provider, model, status) label values (:meth:`_bind`)
+        self._series: dict[tuple[str, str, int], _Series] = {}
         if self.multiprocess:
             from prometheus_client import multiprocess
 
             multiprocess.MultiProcessCollector(self.registry)
+
+    def follow_in_flight(self, count: Callable[[], int]) -> None:
+        """Read the in-flight gauge from ``count`` when scraped, instead of setting it on every
+        request.  One process only: with several, each worker's value lives in the shared files."""
+        if not self.multiprocess:
+            self.in_flight.set_function(count)
+            self._following = True
+
+    def set_in_flight(self, count: int) -> None:
+        if not self._following:
+            self.in_flight.set(count)
 
     def label_only(self, catalogue: Any) -> None:
         """Label only the providers and models ``catalogue`` knows (the server's
@@ -106,22 +139,39 @@ class Metrics:
         names = self.names
         provider = names.provider(entry.get("provider") or "none")
         model = names.model(entry.get("sent_model") or entry.get("requested_model") or "")
-        self.requests.labels(provider, model, str(entry.get("status", 0))).inc()
+        status = entry.get("status", 0)
+        series = self._series.get((provider, model, status))
+        if series is None:
+            series = self._bind(provider, model, status)
+        series.requests.inc()
         if entry.get("duration_ms") is not None:
-            self.duration.labels(provider, model).observe(entry["duration_ms"] / 1000.0)
+            series.duration.observe(entry["duration_ms"] / 1000.0)
         if entry.get("ttft_ms") is not None:
-            self.ttft.labels(provider, model).observe(entry["ttft_ms"] / 1000.0)
-        usage = entry.get("usage") or {}
+            series.ttft.observe(entry["ttft_ms"] / 1000.0)
+        usage = entry.get("usage")
         if usage:
-            self.tokens.labels(provider, model, "in").inc(usage.get("input_tokens", 0))
-            self.tokens.labels(provider, model, "out").inc(usage.get("output_tokens", 0))
-        attempts = entry.get("attempts") or []
+            series.tokens_in.inc(usage.get("input_tokens", 0))
+            series.tokens_out.inc(usage.get("output_tokens", 0))
+        attempts = entry.get("attempts") or ()
+        if len(attempts) > 1 or (attempts and attempts[0].get("error")):
+            self._attempts(attempts, series, status)
+
+    def _attempts(self, attempts: Any, series: _Series, status: int) -> None:
+        """Failed attempts and failovers: the rare part, labelled per call."""
         for a in attempts:
             if a.get("error"):
-                failed = names.provider(a.get("provider") or "none")
+                failed = self.names.provider(a.get("provider") or "none")
                 self.upstream_errors.labels(failed, str(a.get("status") or "")).inc()
-        if len(attempts) > 1 and entry.get("status") == 200:
-            self.failovers.labels(provider, model).inc()
+        if len(attempts) > 1 and status == 200:
+            series.failovers.inc()
+
+    def _bind(self, provider: str, model: str, status: int) -> _Series:
+        """The children of one (provider, model, status), bound once: ``labels()`` takes a lock and
+        builds its key on every call (measured: 4 calls ~12 us of the 17 us a request cost)."""
+        if len(self._series) >= MAX_SERIES:  # only names the routing table knows: a safety bound
+            self._series.clear()
+        series = self._series[(provider, model, status)] = _Series(self, provider, model, str(status))
+        return series
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,17 +17,20 @@ from fastroute.recording.metrics import Metrics
 EVENT_TEXT_LIMIT = 2000
 #: and at most this many of a message's tool calls
 EVENT_TOOL_CALLS = 16
+#: the last messages of the request a ``complete`` event carries
+EVENT_MESSAGES = 3
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _messages(request: ChatRequest | None) -> list[dict[str, Any]]:
+def _messages(request: ChatRequest | None, last: int | None = None) -> list[dict[str, Any]]:
+    """The request's messages as the log holds them (``last``: only so many, from the end)."""
     if request is None:
         return []
     out = []
-    for m in request.messages:
+    for m in request.messages if last is None else request.messages[-last:]:
         item: dict[str, Any] = {"role": m.role,
                                 "content": "".join(p.text for p in m.content if isinstance(p, TextPart))}
         if m.tool_calls:
@@ -66,7 +69,7 @@ class Recorder:
 
     def start(self, ex: Any, in_flight: int) -> None:
         if self.metrics is not None:
-            self.metrics.in_flight.set(in_flight)
+            self.metrics.set_in_flight(in_flight)
         self.events.publish({"type": "start", "id": ex.id, "ts_ms": ex.ts_ms, "model": ex.requested_model,
                              "in_flight": in_flight, "dialect": ex.dialect, "stream": ex.stream})
 
@@ -77,8 +80,9 @@ class Recorder:
         self.events.publish({"type": "routed", "id": ex.id, "ts_ms": _now_ms(), "provider": ex.provider,
                              "model": ex.sent_model, "rule": ex.rule})
 
-    def entry(self, ex: Any) -> dict[str, Any]:
-        """The log entry: the seed's fields, plus id, usage, cost, time to first token and the attempts."""
+    def entry(self, ex: Any, last: int | None = None) -> dict[str, Any]:
+        """The log entry: the seed's fields, plus id, usage, cost, time to first token and the attempts.
+        ``last``: only that many of the messages (what an event shows, when no log is kept)."""
         usage = ex.usage.as_dict() if ex.usage is not None else None
         cost = None
         if usage is not None and ex.provider in self.costs:
@@ -90,21 +94,21 @@ class Recorder:
             "rule": ex.rule, "status": ex.status, "duration_ms": round(ex.duration_ms or 0.0, 3),
             "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
             "tags": list(ex.tags), "response_tags": list(ex.response_tags), "plugins": list(ex.plugins),
-            "system": request.system if request is not None else None, "messages": _messages(request),
+            "system": request.system if request is not None else None, "messages": _messages(request, last),
             "response": ex.response_text, "error": ex.error, "usage": usage, "cost_usd": cost,
             "attempts": list(ex.attempts), "omitted_tools": list(ex.omitted_tools),
         }
 
     def complete(self, ex: Any, in_flight: int) -> None:
-        entry = self.entry(ex)
+        entry = self.entry(ex, None if self.log is not None else EVENT_MESSAGES)
         if self.log is not None:
             self.log.write(entry)
         if self.console is not None:
             self.console.note(entry)
         if self.metrics is not None:
             self.metrics.observe(entry)
-            self.metrics.in_flight.set(in_flight)
+            self.metrics.set_in_flight(in_flight)
         event = {**entry, "type": "complete", "in_flight": in_flight, "worker": self.worker, "system": _clip(entry["system"]),
                  "response": _clip(entry["response"]), "error": _clip(entry["error"]),
-                 "messages": [_event_message(m) for m in entry["messages"][-3:]]}
+                 "messages": [_event_message(m) for m in entry["messages"][-EVENT_MESSAGES:]]}
         self.events.publish(event)

@@ -32,6 +32,8 @@ class Health:
         self.clock = clock
         self.max_breakers = max_breakers
         self._breakers: dict[str, Breaker] = {}
+        #: providers whose breaker is open or half open
+        self._open: set[str] = set()
 
     def _get(self, provider: str) -> Breaker:
         b = self._breakers.get(provider)
@@ -49,6 +51,11 @@ class Health:
             idle = [min(self._breakers, key=lambda name: self._breakers[name].opened_at or 0.0)]
         for name in idle:
             del self._breakers[name]
+            self._open.discard(name)
+
+    def steady(self) -> bool:
+        """No breaker is open or half open: every provider is available, as it was a moment ago."""
+        return not self._open
 
     def available(self, provider: str) -> bool:
         """May a request go to this provider now? (Read-only: routing asks this.)"""
@@ -73,6 +80,7 @@ class Health:
     def success(self, provider: str) -> None:
         b = self._get(provider)
         b.failures, b.opened_at, b.trial_running = 0, None, False
+        self._open.discard(provider)
 
     def failure(self, provider: str) -> None:
         b = self._get(provider)
@@ -80,6 +88,7 @@ class Health:
         b.trial_running = False
         if b.opened_at is not None or b.failures >= self.config.breaker_threshold:
             b.opened_at = self.clock()
+            self._open.add(provider)
 
     def state(self, provider: str) -> str:
         b = self._breakers.get(provider)

@@ -6,6 +6,10 @@ type is judged here.  A rule that matches still passes when what it picks
 cannot serve the request (the model lacks ``vision`` for images or ``tools``
 for tools, or the provider's circuit breaker is open); no rule at all is a 400.
 Each rule brings its failover chain (``fallbacks``, ``fallback_models``).
+
+A route found is kept per (model, tags, needs) while what it was judged by holds:
+``steady()`` (no circuit breaker open) and no discovery refresh since (:meth:`Router.forget`).
+Routes picked at random are never kept.
 """
 
 from __future__ import annotations
@@ -55,12 +59,20 @@ class Verdict:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+#: routes kept at most (past it the cache starts again empty)
+MAX_ROUTES = 4096
+
+
 class Router:
     """The compiled routing table over the providers it routes to."""
 
     def __init__(self, config: Config, providers: dict[str, Any] | None = None,
-                 available: Callable[[str], bool] | None = None, scanner: type | None = None) -> None:
+                 available: Callable[[str], bool] | None = None, scanner: type | None = None,
+                 steady: Callable[[], bool] | None = None) -> None:
         self.config = config
+        #: may routes be kept now? (None: never; the server passes Health.steady)
+        self.steady = steady
+        self._routes: dict[tuple[str, tuple[str, ...], Any], Route] = {}
         self.rules = config.routers
         self.providers = providers or {}
         self.available = available or (lambda name: True)
@@ -80,6 +92,25 @@ class Router:
     # matching -------------------------------------------------------------
 
     def route(self, model: str, tags: Iterable[str] = (), needs: Iterable[str] = ()) -> Route:
+        steady = self.steady is not None and self.steady()
+        if steady:
+            key = (model, tuple(tags), needs if isinstance(needs, frozenset) else frozenset(needs))
+            kept = self._routes.get(key)
+            if kept is not None:
+                return kept
+            route = self._find(model, tags, needs)
+            if not isinstance(self.rules[route.rule], RandomRule):
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()
+                self._routes[key] = route
+            return route
+        return self._find(model, tags, needs)
+
+    def forget(self) -> None:
+        """Drop the kept routes (discovery changed what providers serve)."""
+        self._routes.clear()
+
+    def _find(self, model: str, tags: Iterable[str], needs: Iterable[str]) -> Route:
         query = RouteQuery(model, frozenset(tags), frozenset(needs))
         i = self._scanner.scan(model, query.tags, 0)
         down: list[str] = []

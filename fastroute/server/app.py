@@ -119,17 +119,7 @@ class Handlers:
             if declared is None or declared <= self.max_drain:
                 await drain(request.stream(), self.max_drain)
             raise refused
-        parts: list[bytes] = []
-        size = 0
-        chunks = request.stream()
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > self.max_body:
-                await drain(chunks, self.max_drain - size)
-                raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes "
-                                      "([server] max_body_bytes)")
-            parts.append(chunk)
-        raw = b"".join(parts)
+        raw = await self._body(request)
         if not raw:
             raise BadRequest("the request body is empty; expected a JSON object")
         try:
@@ -150,6 +140,29 @@ class Handlers:
             await self.drop_body(request)
             raise
         return key, await self.read_json(request)
+
+    async def _body(self, request: Request) -> bytes:
+        """The whole body, within ``max_body_bytes``: read from the ASGI ``receive`` itself (BlackSheep's
+        ``stream()`` wraps it in two async generators per message)."""
+        receive = getattr(request.content, "receive", None)
+        if receive is None:
+            return await request.read() or b""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise MessageAborted()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                if message.get("more_body"):  # the rest, read and dropped (drop_body says why)
+                    await drain(request.stream(), self.max_drain - size)
+                raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes "
+                                      "([server] max_body_bytes)")
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def drop_body(self, request: Request) -> None:
         """Read and drop a request's body that nothing will read (see :meth:`keyed_json`)."""
@@ -347,12 +360,18 @@ def _json(status: int, payload: Any) -> Response:
 
 
 def _route(method: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """BlackSheep marks its handlers, which a bound method cannot carry: wrap it."""
+    """BlackSheep marks its handlers, which a bound method cannot carry: wrap it.
+
+    The wrapper's annotations are the classes themselves, not the strings this module's
+    ``from __future__ import annotations`` makes of them: BlackSheep keeps a handler that
+    takes ``request`` and is annotated to return a ``Response`` as it is, and wraps any other
+    in two more coroutines per request (``ensure_response``)."""
 
     async def handler(request: Request) -> Response:
         return await method(request)
 
     handler.__name__ = method.__name__
+    handler.__annotations__ = {"request": Request, "return": Response}
     return handler
 
 
@@ -395,12 +414,14 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
                                      config.responses.max_bytes, keyed=server_key is not None,
                                      max_history_bytes=config.server.max_body_bytes)
-    pipeline = Pipeline(config, providers, Router(config, providers, health.available), health, recorder,
-                        states={responses_dialect.NAME: responses_state})
+    router = Router(config, providers, health.available, steady=health.steady)
+    pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state})
     discovery = Discovery(config, providers)
+    discovery.on_refresh.append(router.forget)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, server_key, metrics)
     metrics.label_only(handlers.catalogue)  # a name a client made up is no label
+    metrics.follow_in_flight(lambda: pipeline.in_flight)
 
     app = Application(show_error_details=False)
     openai_chat = handlers.chat(openai_dialect)

@@ -25,6 +25,8 @@ from fastroute.providers.transport import Reply, Timeouts, _json_or_error
 _RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TARGETS_KEPT = 512
+#: encoded header sets kept (they differ by key with forward_client_key, by client headers for Anthropic)
+_BLOCKS_KEPT = 256
 
 
 class Target:
@@ -40,8 +42,8 @@ class Target:
         self.auth = auth
 
 
-def encode_request(start: bytes, headers: dict[str, str], body: bytes | None, auth: str | None) -> bytes:
-    """The whole request, ready for one write."""
+def header_block(headers: dict[str, str], auth: str | None) -> bytes:
+    """A request's header lines as sent (``host`` and ``content-length`` aside)."""
     lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _RESERVED]
     block = "".join(lines)
     if block.count("\n") != len(lines) or block.count("\r") != len(lines):
@@ -49,9 +51,34 @@ def encode_request(start: bytes, headers: dict[str, str], body: bytes | None, au
         raise ValueError(f"header {bad!r} holds a line break")
     if auth is not None and "authorization" not in headers and "Authorization" not in headers:
         block += f"authorization: {auth}\r\n"
+    return block.encode()
+
+
+class HeaderBlocks:
+    """Header blocks already encoded, per set of headers: a provider sends the same few sets
+    again and again (measured: ~2 us a request to build one, ~0.5 us to find it)."""
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self) -> None:
+        self._blocks: dict[tuple[Any, ...], bytes] = {}
+
+    def get(self, headers: dict[str, str], auth: str | None) -> bytes:
+        key = (auth, *headers.items())
+        block = self._blocks.get(key)
+        if block is None:
+            block = header_block(headers, auth)
+            if len(self._blocks) >= _BLOCKS_KEPT:
+                self._blocks.clear()
+            self._blocks[key] = block
+        return block
+
+
+def encode_request(start: bytes, block: bytes, body: bytes | None) -> bytes:
+    """The whole request, ready for one write."""
     if body is None:
-        return b"".join((start, block.encode(), b"\r\n"))
-    return b"".join((start, b"content-length: %d\r\n" % len(body), block.encode(), b"\r\n", body))
+        return b"".join((start, block, b"\r\n"))
+    return b"".join((start, b"content-length: %d\r\n" % len(body), block, b"\r\n", body))
 
 
 class LeanStream:
@@ -114,12 +141,13 @@ class LeanClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pools: dict[tuple[str, str, int], Pool] = {}
         self._targets: dict[str, Target] = {}
+        self._blocks = HeaderBlocks()
 
     # ── the seam ──────────────────────────────────────────────────────────
 
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeouts: Timeouts) -> Reply:
         target = self._target(url)
-        conn = await self._exchange(target.pool, encode_request(target.post, headers, body, target.auth),
+        conn = await self._exchange(target.pool, self._encode(target.post, target, headers, body),
                                     timeouts, False)
         reply = Reply(conn.status, conn.headers, b"".join(conn.body))
         conn.finish()
@@ -127,13 +155,13 @@ class LeanClient:
 
     async def stream(self, url: str, headers: dict[str, str], body: bytes, timeouts: Timeouts) -> LeanStream:
         target = self._target(url)
-        conn = await self._exchange(target.pool, encode_request(target.post, headers, body, target.auth),
+        conn = await self._exchange(target.pool, self._encode(target.post, target, headers, body),
                                     timeouts, True)
         return LeanStream(conn)
 
     async def get_json(self, url: str, headers: dict[str, str], timeouts: Timeouts) -> Any:
         target = self._target(url)
-        conn = await self._exchange(target.pool, encode_request(target.get, headers, None, target.auth),
+        conn = await self._exchange(target.pool, self._encode(target.get, target, headers, None),
                                     timeouts, False)
         status, body = conn.status, b"".join(conn.body)
         conn.finish()
@@ -167,6 +195,9 @@ class LeanClient:
             conn.abort()
             raise
         return conn
+
+    def _encode(self, start: bytes, target: Target, headers: dict[str, str], body: bytes | None) -> bytes:
+        return encode_request(start, self._blocks.get(headers, target.auth), body)
 
     def _target(self, url: str) -> Target:
         loop = asyncio.get_running_loop()
