@@ -82,12 +82,13 @@ def test_history_holds_clipped_events_whatever_a_request_carried() -> None:
         response_text=huge, error=huge, usage=None, attempts=[], omitted_tools=[])
     for _ in range(600):
         recorder.complete(ex, 0)
-    assert len(bus.history) == 500
-    event = orjson.loads(bus.history[-1])
+    history = bus.recent()  # encoded now: nobody was watching
+    assert len(history) == 500
+    event = orjson.loads(history[-1])
     assert len(event["messages"]) == 3 and len(event["messages"][0]["tool_calls"]) == EVENT_TOOL_CALLS
     assert event["messages"][0]["tool_calls"][0]["arguments"].startswith("w" * EVENT_TEXT_LIMIT + "…")
     assert event["error"].endswith("(1000000 characters)") and event["response"].endswith("(1000000 characters)")
-    assert sum(map(len, bus.history)) < 500 * 150_000  # not 500 * 100 MB
+    assert sum(map(len, history)) < 500 * 150_000  # not 500 * 100 MB
 
 
 # ── the request log ────────────────────────────────────────────────────────
@@ -194,3 +195,21 @@ def counter_encoding(model: str) -> str:
     from fastroute.tokens import encoding_for_model
 
     return encoding_for_model(model)[0]
+
+
+def test_events_nobody_watched_are_encoded_for_the_viewer_who_comes() -> None:
+    """Published with no subscriber, an event waits unencoded; a new viewer gets it as JSON, in order,
+    and from then on events reach it encoded at once."""
+    bus = EventBus(history=3)
+
+    async def scenario() -> None:
+        for i in range(5):
+            bus.publish({"type": "start", "id": f"r{i}"})
+        assert all(isinstance(e, dict) for e in bus.history)
+        sub, history = bus.subscribe()
+        assert [orjson.loads(e)["id"] for e in history] == ["r2", "r3", "r4"]
+        bus.publish({"type": "start", "id": "r5"})
+        assert orjson.loads(await sub.get())["id"] == "r5" and isinstance(bus.history[-1], bytes)
+        sub.close()
+
+    asyncio.run(scenario())

@@ -244,9 +244,11 @@ def _parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
     return {"auto": "auto", "any": "required", "none": "none"}.get(kind), parallel
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool, provider: str = "upstream") -> tuple[bytes, DecoderTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool,
+                provider: str = "upstream") -> tuple[bytes, DecoderTap | None]:
     """The client's body for an Anthropic upstream (only the model changes), and the tap for the answer."""
-    return orjson.dumps({**body, "model": model} if body["model"] != model else body), DecoderTap(StreamDecoder(provider))
+    return orjson.dumps({**body, "model": model} if body["model"] != model else body), \
+        (DecoderTap(StreamDecoder(provider)) if stream else None)
 
 
 # ── requests to an Anthropic provider ────────────────────────────────────

@@ -140,9 +140,11 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     )
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool, provider: str = "upstream") -> tuple[bytes, DecoderTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool,
+                provider: str = "upstream") -> tuple[bytes, DecoderTap | None]:
     """The client's body with the model changed and ``stream`` explicit (Ollama streams by default)."""
-    return orjson.dumps({**body, "model": model, "stream": stream}), DecoderTap(StreamDecoder(provider))
+    return orjson.dumps({**body, "model": model, "stream": stream}), \
+        (DecoderTap(StreamDecoder(provider)) if stream else None)
 
 
 # ── requests to an Ollama provider ───────────────────────────────────────

@@ -162,7 +162,8 @@ def _parse_content(content: Any) -> list[Any]:
     return parts
 
 
-def passthrough(body: dict[str, Any], model: str, stream: bool, provider: str = "upstream") -> tuple[bytes, StreamTap]:
+def passthrough(body: dict[str, Any], model: str, stream: bool,
+                provider: str = "upstream") -> tuple[bytes, StreamTap | None]:
     """The client's body for a same-dialect upstream, and the tap that reads the answer.
 
     Only the model name changes; for streams fastroute also asks for usage
@@ -170,8 +171,10 @@ def passthrough(body: dict[str, Any], model: str, stream: bool, provider: str = 
     extra usage chunk from it.
     """
     changes: dict[str, Any] = {} if body["model"] == model else {"model": model}
+    if not stream:
+        return orjson.dumps({**body, **changes} if changes else body), None
     options = body.get("stream_options")
-    hide = stream and not (isinstance(options, dict) and options.get("include_usage"))
+    hide = not (isinstance(options, dict) and options.get("include_usage"))
     if hide:
         changes["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return orjson.dumps({**body, **changes} if changes else body), StreamTap(hide, provider)

@@ -54,7 +54,8 @@ class Subscription:
 class EventBus:
     def __init__(self, history: int = 500, queue_size: int = 1000, queue_bytes: int = QUEUE_BYTES,
                  max_subscribers: int = MAX_SUBSCRIBERS) -> None:
-        self.history: deque[bytes] = deque(maxlen=history)
+        #: the recent events, encoded or (published while nobody watched) not yet
+        self.history: deque[bytes | dict[str, Any]] = deque(maxlen=history)
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.max_subscribers = max_subscribers
@@ -64,7 +65,12 @@ class EventBus:
         self.forwarders: list[Callable[[bytes], None]] = []
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Send an event to every subscriber, and to the forwarders; never waits."""
+        """Send an event to every subscriber, and to the forwarders; never waits.  Encoded only
+        when someone takes it now: with nobody watching it waits in the history as it is, and is
+        encoded if a viewer comes for it (most requests are seen by no viewer)."""
+        if not self._subscribers and not self.forwarders:
+            self.history.append(event)
+            return
         data = orjson.dumps(event)
         self.deliver(data)
         for forward in self.forwarders:
@@ -76,6 +82,8 @@ class EventBus:
     def deliver(self, data: bytes) -> None:
         """Hand already-encoded event bytes to local subscribers (events from other workers come in here)."""
         self.history.append(data)
+        if not self._subscribers:
+            return
         size = len(data)
         for sub in list(self._subscribers):
             if sub.bytes + size > self.queue_bytes:
@@ -87,6 +95,14 @@ class EventBus:
                 self._drop(sub)
                 continue
             sub.bytes += size
+
+    def recent(self) -> list[bytes]:
+        """The history, encoded (what was not yet is, once, here)."""
+        history = self.history
+        for i, event in enumerate(history):
+            if not isinstance(event, bytes):
+                history[i] = orjson.dumps(event, default=str)
+        return list(history)
 
     def _drop(self, sub: Subscription) -> None:
         """Too slow: let it go rather than buffer for it (its feed ends at its next keep-alive)."""
@@ -107,7 +123,7 @@ class EventBus:
         else:
             self._said_full = False
             self._subscribers.add(sub)
-        return sub, list(self.history)
+        return sub, self.recent()
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)

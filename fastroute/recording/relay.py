@@ -1,9 +1,12 @@
 """Events across workers on one machine: every worker's events reach every worker's viewers.
 
 With ``--workers N`` each worker binds a Unix datagram socket in one directory
-(``FASTROUTE_EVENTS_DIR``, made by the runner) and sends each event it
-publishes to every other socket there.  Datagrams are sent without waiting; a
-worker that cannot keep up loses events, never slows a request.  Many machines
+(``FASTROUTE_EVENTS_DIR``, made by the runner) and sends the events it
+publishes to every other socket there: gathered for ``FLUSH_S`` and sent as one
+datagram of newline-separated JSON (an encoded event holds no raw newline), so a
+request costs no send and no wake-up of every other worker per event (measured
+with 2 workers: four of each per request took ~200 us of CPU).  Datagrams are
+sent without waiting; a worker that cannot keep up loses events, never slows a request.  Many machines
 need a shared broker instead (see the README).
 """
 
@@ -21,6 +24,10 @@ from fastroute.recording.events import EventBus
 
 log = logging.getLogger("fastroute.relay")
 ENV_DIR = "FASTROUTE_EVENTS_DIR"
+#: seconds events gather before they go out together
+FLUSH_S = 0.01
+#: bytes of events in one datagram at most (a Unix datagram socket's limit is near 200 KB)
+DATAGRAM_BYTES = 160 * 1024
 
 
 class EventRelay:
@@ -31,6 +38,10 @@ class EventRelay:
         self._sock: socket.socket | None = None
         self._peers: list[str] = []
         self._peers_at = 0.0
+        #: events waiting for the next flush, and their size
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._flush: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -50,7 +61,9 @@ class EventRelay:
                 data = self._sock.recv(262144)
             except (BlockingIOError, InterruptedError):
                 return
-            self.bus.deliver(data)
+            for event in data.split(b"\n"):
+                if event:
+                    self.bus.deliver(event)
 
     def _peer_paths(self) -> list[str]:
         now = time.monotonic()
@@ -61,13 +74,30 @@ class EventRelay:
         return self._peers
 
     def send(self, data: bytes) -> None:
+        """Queue one event for the other workers (the bus's forwarder)."""
         if self._sock is None:
             return
+        if self._pending_bytes + len(data) > DATAGRAM_BYTES:
+            self.flush()
+        self._pending.append(data)
+        self._pending_bytes += len(data) + 1
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Send what gathered, one datagram to each other worker."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if not self._pending or self._sock is None:
+            return
+        data = b"\n".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
         for peer in self._peer_paths():
             try:
                 self._sock.sendto(data, peer)
             except (BlockingIOError, InterruptedError):
-                pass  # that worker is behind: it loses this event
+                pass  # that worker is behind: it loses these events
             except OSError as exc:
                 if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
                     self._peers_at = 0.0  # a worker went away: list them again
@@ -75,6 +105,7 @@ class EventRelay:
                     log.debug("relay to %s failed: %s", peer, exc)
 
     async def stop(self) -> None:  # async like RedisRelay.stop: the app stops either the same way
+        self.flush()
         if self._sock is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())
