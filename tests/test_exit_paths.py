@@ -198,7 +198,7 @@ class World:
         assert self.health.state("up") == "half-open"
 
     def completes(self) -> list[dict[str, Any]]:
-        return [e for e in map(orjson.loads, self.bus.history) if e["type"] == "complete"]
+        return [e for e in map(orjson.loads, self.bus.recent()) if e["type"] == "complete"]
 
     def ended_once(self, status: int, error: str | None = "", *, breaker: str = "closed") -> dict[str, Any]:
         """The four things every ending owes; returns the log entry."""

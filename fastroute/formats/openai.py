@@ -427,19 +427,27 @@ class StreamTap(DecoderTap):
     def forward(self, chunk: bytes) -> bytes:
         if not self._hide_usage or b'"usage"' not in chunk:
             return chunk
-        kept = []
-        for part in chunk.split(b"\n\n"):
-            if not part.strip():
-                continue
-            data = part[part.find(b"data:") + 5:].strip() if b"data:" in part else b""
-            try:
-                obj = orjson.loads(data) if data and data != b"[DONE]" else None
-            except orjson.JSONDecodeError:
-                obj = None
-            if isinstance(obj, dict) and obj.get("usage") and not obj.get("choices"):
-                continue  # the usage-only event fastroute asked for, not the client
-            kept.append(part + b"\n\n")
-        return b"".join(kept)
+        # Only the events that mention usage are read (a chunk can hold a whole stream); the rest
+        # of the bytes go on exactly as they came.
+        at = chunk.find(b'"usage"')
+        while at >= 0:
+            start = chunk.rfind(b"\n\n", 0, at) + 2 if chunk.rfind(b"\n\n", 0, at) >= 0 else 0
+            end = chunk.find(b"\n\n", at)
+            end = len(chunk) if end < 0 else end + 2
+            if _usage_only(chunk[start:end]):  # the usage event fastroute asked for, not the client
+                chunk = chunk[:start] + chunk[end:]
+                end = start
+            at = chunk.find(b'"usage"', end)
+        return chunk
+
+
+def _usage_only(event: bytes) -> bool:
+    data = event[event.find(b"data:") + 5:].strip() if b"data:" in event else b""
+    try:
+        obj = orjson.loads(data) if data and data != b"[DONE]" else None
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and bool(obj.get("usage")) and not obj.get("choices")
 
 
 # ── errors ─────────────────────────────────────────────────────────────────

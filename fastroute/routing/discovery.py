@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 
 from fastroute.config import Config, DiscoverRule
 from fastroute.providers import Provider
 from fastroute.providers.http import HTTPProvider
 from fastroute.routing.model_names import looks_like_coder, looks_like_reasoner
+
+
+if TYPE_CHECKING:  # httpx (7 MB with what it brings) is imported when something is discovered
+    import httpx
 
 log = logging.getLogger("fastroute.discovery")
 
@@ -63,6 +66,8 @@ def _capped(provider: HTTPProvider, listed: Any) -> list[Any]:
 
 
 async def discover_one(client: httpx.AsyncClient, provider: HTTPProvider, timeout: float) -> None:
+    import httpx
+
     base = provider.config.base_url.rstrip("/")
     headers = provider.own_auth_headers()
     try:
@@ -117,6 +122,8 @@ class Discovery:
 
     async def refresh(self) -> None:
         if self._client is None:
+            import httpx
+
             # no redirect followed (the key would go along), no proxy from HTTP_PROXY & co.
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         try:
