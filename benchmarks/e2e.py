@@ -29,7 +29,7 @@ every ``--concurrency`` level (default 1 and 16); with ``--direct`` the stub alo
 context.  Each case runs ``--seconds`` (10; ``--quick``: 2, the whole run under a minute on the
 2-core development machine) after a discarded warm-up (1 s; quick 0.5 s).
 
-Pinning, as in ``/work/shared/PERF-NOTES.md``: when there are more usable CPUs than server workers,
+Pinning: when there are more usable CPUs than server workers,
 the server under test (its whole process tree) runs alone on the last usable CPU(s)
 (``sched_setaffinity`` before exec; Granian's workers inherit it), the stub and the load generator
 on the others.  ``--no-pin`` turns it off; the report says what ran where.  Over each window

@@ -1,7 +1,7 @@
 """The lean upstream client: keep-alive HTTP/1.1 on the event loop's own transports.
 
 Built for the request path, where aiohttp's client costs ~100 µs of CPU a request
-(``../shared/PERF-NOTES.md``):
+(``benchmarks/test_bench_lean_client.py`` measures the three clients and the floor):
 
 - ``connection.py``: one ``asyncio.Protocol`` per connection, responses parsed by
   ``httptools`` (llhttp); content-length, chunked and read-to-close bodies; a streamed body
