@@ -204,3 +204,17 @@ def test_bound_series_count_like_labels() -> None:
     assert 'fastroute_requests_total{model="other",provider="none",status="502"} 1.0' in text
     assert 'fastroute_tokens_total{direction="in",model="other",provider="none"} 6.0' in text
     assert 'fastroute_upstream_errors_total{provider="none",status="502"} 1.0' in text
+
+
+def test_bound_series_show_no_empty_ttft_or_failover_series() -> None:
+    """A JSON answer with no failover leaves no zero series of those two in /metrics."""
+    metrics = Metrics()
+    plain = {"provider": "none", "sent_model": "", "status": 200, "duration_ms": 5.0, "usage": None, "attempts": []}
+    metrics.observe(plain)
+    text = metrics.render().decode()
+    assert "fastroute_time_to_first_token_seconds_count{" not in text and "fastroute_failovers_total{" not in text
+    metrics.observe({**plain, "ttft_ms": 2.0, "attempts": [{"provider": "none", "status": 500, "error": "x"},
+                                                            {"provider": "none", "status": 200, "error": None}]})
+    text = metrics.render().decode()
+    assert 'fastroute_time_to_first_token_seconds_count{model="other",provider="none"} 1.0' in text
+    assert 'fastroute_failovers_total{model="other",provider="none"} 1.0' in text

@@ -40,6 +40,9 @@ class Provider:
 
     #: the client dialect whose bodies this provider accepts as they are (fast path)
     passthrough_dialect: str | None = None
+    #: how many times any provider's ``discovered`` was replaced: what was worked out from the
+    #: providers' lists (routes, metric labels) holds while this stays the same
+    lists_changed = 0
 
     def __init__(self, config: ProviderConfig, client: UpstreamClient | None) -> None:
         self.config = config
@@ -47,10 +50,19 @@ class Provider:
         self.format = config.format
         self.client = client
         self.timeouts = Timeouts(connect=config.connect_timeout, read=config.read_timeout)
-        #: models found by discovery, with what each can do
-        self.discovered: dict[str, frozenset[str]] = {}
+        self._discovered: dict[str, frozenset[str]] = {}
         #: False when the last discovery call failed (the last known list is kept)
         self.reachable = True
+
+    @property
+    def discovered(self) -> dict[str, frozenset[str]]:
+        """Models found by discovery, with what each can do (replaced whole, never changed in place)."""
+        return self._discovered
+
+    @discovered.setter
+    def discovered(self, found: dict[str, frozenset[str]]) -> None:
+        self._discovered = found
+        Provider.lists_changed += 1
 
     def api_key(self) -> str | None:
         """The provider's key, read from the environment now (never cached, never logged)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from fastroute.providers.base import Provider
 from fastroute.routing.catalogue import candidate_names
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -24,7 +24,6 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 OTHER = "other"
 #: provider labels that name no provider: refused before routing, answered by a plugin
 NOT_PROVIDERS = ("none", "plugin")
-_DISCOVERED = attrgetter("discovered")
 
 
 class LabelNames:
@@ -32,15 +31,14 @@ class LabelNames:
     knows -- every provider's declared and discovered models, the names rules give
     (:func:`~fastroute.routing.catalogue.candidate_names`) and whatever ``GET /v1/models`` lists.
 
-    A known name costs one set lookup.  An unknown one costs a look at the providers'
-    ``discovered`` lists, which discovery replaces when it refreshes (what the catalogue's own
-    cache is keyed by); the sets are built again only when one of them changed.  Without a
+    A known name costs one set lookup, an unknown one a comparison more: the sets are built again
+    only when discovery replaced a provider's ``discovered`` list since.  Without a
     catalogue no provider and no model is known.
     """
 
     def __init__(self, catalogue: Any = None) -> None:
         self._catalogue = catalogue
-        self._seen: tuple[Any, ...] | None = None
+        self._seen = -1  # Provider.lists_changed when the sets were built
         self.providers: frozenset[str] = frozenset(NOT_PROVIDERS)
         self.models: frozenset[str] = frozenset()
 
@@ -55,15 +53,13 @@ class LabelNames:
         return OTHER
 
     def _refresh(self) -> bool:
-        """Build the sets again when a provider's model list changed since the last time; True when one had."""
+        """Build the sets again when a provider's model list was replaced since the last time
+        (``Provider.lists_changed``: one comparison, whatever the number of providers); True when
+        one was."""
         catalogue = self._catalogue
-        if catalogue is None:
+        if catalogue is None or self._seen == Provider.lists_changed:
             return False
-        seen = tuple(map(_DISCOVERED, catalogue.providers.values()))
-        if seen == self._seen:  # the same lists (or new ones of the same names and capabilities)
-            self._seen = seen
-            return False
-        self._seen = seen  # held: the identities of the lists cannot be reused
+        self._seen = Provider.lists_changed
         listed = catalogue.models()
         self.providers = frozenset((*catalogue.providers, *NOT_PROVIDERS))
         self.models = frozenset((*candidate_names(catalogue.config, catalogue.providers), *(m.id for m in listed)))
@@ -75,17 +71,33 @@ MAX_SERIES = 4096
 
 
 class _Series:
-    """One (provider, model, status)'s children of every metric a request counts."""
+    """One (provider, model, status)'s children of the metrics a request counts.  The time to the
+    first token and failovers are bound when first counted, so no empty series shows up for them
+    in ``/metrics`` (streams and failovers are not every request's)."""
 
-    __slots__ = ("requests", "duration", "ttft", "tokens_in", "tokens_out", "failovers")
+    __slots__ = ("labels", "requests", "duration", "tokens_in", "tokens_out", "_ttft", "_failovers", "_m")
 
     def __init__(self, m: Metrics, provider: str, model: str, status: str) -> None:
+        self._m = m
+        self.labels = (provider, model)
         self.requests = m.requests.labels(provider, model, status)
         self.duration = m.duration.labels(provider, model)
-        self.ttft = m.ttft.labels(provider, model)
         self.tokens_in = m.tokens.labels(provider, model, "in")
         self.tokens_out = m.tokens.labels(provider, model, "out")
-        self.failovers = m.failovers.labels(provider, model)
+        self._ttft: Any = None
+        self._failovers: Any = None
+
+    @property
+    def ttft(self) -> Any:
+        if self._ttft is None:
+            self._ttft = self._m.ttft.labels(*self.labels)
+        return self._ttft
+
+    @property
+    def failovers(self) -> Any:
+        if self._failovers is None:
+            self._failovers = self._m.failovers.labels(*self.labels)
+        return self._failovers
 
 
 class Metrics:

@@ -15,7 +15,7 @@ breaker does not hide a model from the list.
 
 The list is computed from the rules and the providers, and computed again only
 when discovery has brought a new model list (each refresh replaces a
-provider's ``discovered`` mapping, which the cache is keyed by).
+provider's ``discovered`` mapping, counted in ``Provider.lists_changed``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from fastroute.config import Config, PrefixRule, RandomRule
 from fastroute.errors import RequestError
+from fastroute.providers.base import Provider
 from fastroute.routing.rules import Route, Router
 
 #: a prefix that ends in one of these names a family of models ("claude-", "o/", "qwen2.5:"), not one model
@@ -72,16 +73,15 @@ class Catalogue:
         self.providers = providers
         # a router of its own that sees every provider as available (no breaker hides a model)
         self._router = Router(config, providers)
-        self._seen: tuple[Any, ...] | None = None
+        self._seen = -1  # Provider.lists_changed when the list was built
         self._listed: list[Listed] = []
         self._by_id: dict[str, Listed] = {}
 
     def models(self) -> list[Listed]:
         """The listed models, without repeats, in the order of :func:`candidate_names`."""
-        seen = tuple(p.discovered for p in self.providers.values())
-        if self._seen is None or any(a is not b for a, b in zip(seen, self._seen)):
+        if self._seen != Provider.lists_changed:  # a provider's discovered list was replaced
+            self._seen = Provider.lists_changed
             self._rebuild()
-            self._seen = seen  # holding them keeps their identities from being reused
         return self._listed
 
     def find(self, name: str) -> Listed | None:

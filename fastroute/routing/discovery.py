@@ -15,7 +15,6 @@ proxy from the environment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -117,8 +116,6 @@ class Discovery:
         self.targets = discoverable(config, providers)
         self._task: asyncio.Task[Any] | None = None
         self._client: httpx.AsyncClient | None = None
-        #: called after every refresh (what the providers serve may have changed): the router's kept routes go
-        self.on_refresh: list[Callable[[], None]] = []
 
     async def refresh(self) -> None:
         if self._client is None:
@@ -126,11 +123,7 @@ class Discovery:
 
             # no redirect followed (the key would go along), no proxy from HTTP_PROXY & co.
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        try:
-            await asyncio.gather(*(discover_one(self._client, p, self.config.timeout_s) for p in self.targets))
-        finally:  # even a refresh cut short may have replaced some lists
-            for refreshed in self.on_refresh:
-                refreshed()
+        await asyncio.gather(*(discover_one(self._client, p, self.config.timeout_s) for p in self.targets))
 
     async def start(self) -> None:
         if not self.targets:

@@ -8,8 +8,8 @@ for tools, or the provider's circuit breaker is open); no rule at all is a 400.
 Each rule brings its failover chain (``fallbacks``, ``fallback_models``).
 
 A route found is kept per (model, tags, needs) while what it was judged by holds:
-``steady()`` (no circuit breaker open) and no discovery refresh since (:meth:`Router.forget`).
-Routes picked at random are never kept.
+``steady()`` (no circuit breaker open) and no provider's model list replaced since
+(``Provider.lists_changed``).  Routes picked at random are never kept.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from fastroute.config import (
     Config, DiscoverRule, FallbackRule, LatencyRule, PrefixRule, PriceRule, RandomRule, TagRule, ThroughputRule,
 )
 from fastroute.errors import NoRoute, UpstreamError
+from fastroute.providers.base import Provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Router:
         #: may routes be kept now? (None: never; the server passes Health.steady)
         self.steady = steady
         self._routes: dict[tuple[str, tuple[str, ...], Any], Route] = {}
+        self._lists = -1  # Provider.lists_changed when the kept routes were found
         self.rules = config.routers
         self.providers = providers or {}
         self.available = available or (lambda name: True)
@@ -94,6 +96,9 @@ class Router:
     def route(self, model: str, tags: Iterable[str] = (), needs: Iterable[str] = ()) -> Route:
         steady = self.steady is not None and self.steady()
         if steady:
+            if self._lists != Provider.lists_changed:  # discovery replaced a list: judge again
+                self._routes.clear()
+                self._lists = Provider.lists_changed
             key = (model, tuple(tags), needs if isinstance(needs, frozenset) else frozenset(needs))
             kept = self._routes.get(key)
             if kept is not None:
@@ -105,10 +110,6 @@ class Router:
                 self._routes[key] = route
             return route
         return self._find(model, tags, needs)
-
-    def forget(self) -> None:
-        """Drop the kept routes (discovery changed what providers serve)."""
-        self._routes.clear()
 
     def _find(self, model: str, tags: Iterable[str], needs: Iterable[str]) -> Route:
         query = RouteQuery(model, frozenset(tags), frozenset(needs))

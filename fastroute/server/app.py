@@ -417,7 +417,6 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     router = Router(config, providers, health.available, steady=health.steady)
     pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state})
     discovery = Discovery(config, providers)
-    discovery.on_refresh.append(router.forget)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, server_key, metrics)
     metrics.label_only(handlers.catalogue)  # a name a client made up is no label
