@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import types
 import typing
@@ -258,6 +259,37 @@ class EntryConfig:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+#: the per-key limits the request path enforces (the others are refused in the config)
+ENFORCED_KEY_LIMITS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    usd: float
+    period: Literal["day", "week", "month", "total"] = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    """One ``[[keys]]`` entry: a client key by name; its secret in ``key_env`` or as ``key_sha256``."""
+
+    name: str
+    key_env: str | None = None
+    #: the hex SHA-256 of the secret (``printf %s "$KEY" | sha256sum``)
+    key_sha256: str | None = None
+    #: the models this key may ask for, as globs; ["*"]: all
+    models: tuple[str, ...] = ("*",)
+    rate_limit: RateLimitConfig | None = None
+    budget: BudgetConfig | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<embedded default>"
@@ -271,6 +303,7 @@ class Config:
     responses: ResponsesConfig = ResponsesConfig()
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
+    keys: tuple[KeyConfig, ...] = ()
     classifiers: dict[str, EntryConfig] = field(default_factory=dict)
     response_classifiers: dict[str, EntryConfig] = field(default_factory=dict)
     plugins: dict[str, EntryConfig] = field(default_factory=dict)
@@ -285,6 +318,7 @@ class Config:
 def require_env(cfg: Config) -> None:
     """Serving needs the env vars the config names for the server: a ConfigError for one that is unset."""
     checks = (("server.api_key_env", cfg.server.api_key_env, "clients would be refused"),
+              *((f"keys[{i}].key_env", k.key_env, f"key {k.name!r} would admit nobody") for i, k in enumerate(cfg.keys)),
               ("events.redis_password_env", cfg.events.redis_password_env, "Redis would refuse the events"),
               ("storage.redis_password_env", cfg.storage.redis_password_env, "Redis would refuse the storage"))
     for path, name, why in checks:
@@ -320,7 +354,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
     known = {"server", "logging", "telemetry", "failover", "discovery", "events", "storage", "responses", "providers",
-             "routers", "classifiers", "response_classifiers", "plugins"}
+             "routers", "keys", "classifiers", "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
         source=source,
@@ -336,6 +370,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
                         for i, p in enumerate(v.array(data.get("providers", []), "providers"))),
         routers=tuple(v.rule(r, f"routers[{i}]")
                       for i, r in enumerate(v.array(data.get("routers", []), "routers"))),
+        keys=tuple(v.build(KeyConfig, k, f"keys[{i}]") for i, k in enumerate(v.array(data.get("keys", []), "keys"))),
         classifiers=v.entries(data.get("classifiers", {}), "classifiers"),
         response_classifiers=v.entries(data.get("response_classifiers", {}), "response_classifiers"),
         plugins=v.entries(data.get("plugins", {}), "plugins"),
@@ -403,6 +438,7 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
                    f"cannot be true while server.api_key_env is set: every client presents the server's key "
                    f"(${s.api_key_env}), so provider {p.name!r} would be sent fastroute's own key; give the "
                    "provider its own key with api_key_env instead, or unset server.api_key_env")
+    _check_keys(cfg, v)
     for i, rule in enumerate(cfg.routers):
         for key, name in _rule_provider_refs(rule):
             if name not in seen:
@@ -414,6 +450,41 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
                                              "discover rules need an ollama or openai provider")
         if isinstance(rule, FallbackRule) and not 0.0 <= rule.quality_bias <= 1.0:
             v.fail(f"routers[{i}].quality_bias", f"must be between 0 and 1, got {rule.quality_bias}")
+
+
+def _check_keys(cfg: Config, v: _Validator) -> None:
+    names: set[str] = set()
+    for i, k in enumerate(cfg.keys):
+        path = f"keys[{i}]"
+        if not k.name:
+            v.fail(f"{path}.name", "must not be empty")
+        if k.name in names or k.name == "server" and cfg.server.api_key_env:
+            v.fail(f"{path}.name", f"duplicate key name {k.name!r}" + (
+                " (\"server\" is the name of [server] api_key_env's key)" if k.name == "server" else ""))
+        names.add(k.name)
+        if (k.key_env is None) == (k.key_sha256 is None):
+            v.fail(path, "needs exactly one of key_env (the variable holding the secret) and key_sha256")
+        if k.key_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", k.key_sha256):
+            v.fail(f"{path}.key_sha256", "must be 64 hex digits (the SHA-256 of the secret)")
+        if not k.models:
+            v.fail(f"{path}.models", 'must name at least one model glob; ["*"] allows every model')
+        rl = k.rate_limit
+        for field_name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(rl, field_name) if rl is not None else None
+            if value is not None and value < 1:
+                v.fail(f"{path}.rate_limit.{field_name}", f"must be at least 1, got {value}")
+        if k.budget is not None and k.budget.usd < 0:
+            v.fail(f"{path}.budget.usd", f"must be 0 or more, got {k.budget.usd}")
+        for limit in ("rate_limit", "budget"):  # refused rather than accepted and ignored
+            if getattr(k, limit) is not None and limit not in ENFORCED_KEY_LIMITS:
+                v.fail(f"{path}.{limit}", "is not enforced by this version of fastroute yet; remove it "
+                                          "(a limit that is not enforced would only look like one)")
+    if cfg.keys:
+        for i, p in enumerate(cfg.providers):
+            if p.forward_client_key:
+                v.fail(f"providers[{i}].forward_client_key",
+                       "cannot be true while [[keys]] are configured: clients present fastroute's own keys, "
+                       f"which must never reach a provider; give provider {p.name!r} its own key with api_key_env")
 
 
 def _check_redis_url(v: _Validator, section: str, url: str) -> None:
@@ -554,7 +625,8 @@ class _Validator:
                 return self.convert(non_none[0], value, path)
         if origin is Literal:
             if value not in args:
-                self.fail(path, f"must be {args[0]!r}, got {_describe(value)}")
+                allowed = repr(args[0]) if len(args) == 1 else "one of " + ", ".join(map(repr, args))
+                self.fail(path, f"must be {allowed}, got {_describe(value)}")
             return value
         if origin is tuple:
             items = self.array(value, path)

@@ -84,6 +84,13 @@ class Unauthorized(RequestError):
     error_type = "authentication_error"
 
 
+class Forbidden(RequestError):
+    """A known client asked for what its key may not use."""
+
+    status = 403
+    error_type = "permission_error"
+
+
 class NotFound(RequestError):
     status = 404
     error_type = "not_found_error"

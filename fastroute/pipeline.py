@@ -39,7 +39,7 @@ import orjson
 
 from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage, own_call
 from fastroute.config import Config
-from fastroute.errors import RequestError, UpstreamError
+from fastroute.errors import Forbidden, RequestError, UpstreamError
 from fastroute.headers import MAX_MODEL_CHARS, check_model_name, header_value
 from fastroute.limits import StreamLineTooLong
 from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
@@ -95,6 +95,8 @@ class Exchange:
     kept: Any = None
     #: set by :meth:`Pipeline.end`: out of flight and recorded; ending it again does nothing
     ended: bool = False
+    #: the name of the client's key ([[keys]]), when keys are required
+    key_name: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -114,6 +116,8 @@ class Ask:
     request: ChatRequest | None = None
     plugins: list[Any] = field(default_factory=list)
     ctx: PluginContext | None = None
+    #: the configured key the client presented (governance.keys.Key), when keys are required
+    caller: Any = None
 
 
 @dataclass(slots=True)
@@ -273,9 +277,11 @@ class Pipeline:
         return Answer(err.http_status, body, self._headers(ex))
 
     async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None,
-                       client_headers: dict[str, str] | None = None) -> Answer | StreamAnswer:
-        ask = Ask(self.new_exchange(dialect), dialect, body, client_key, client_headers)
+                       client_headers: dict[str, str] | None = None, caller: Any = None) -> Answer | StreamAnswer:
+        ask = Ask(self.new_exchange(dialect), dialect, body, client_key, client_headers, caller=caller)
         ex = ask.ex
+        if caller is not None:
+            ex.key_name = caller.name
         try:
             try:
                 return await self._dispatch(ask)
@@ -307,6 +313,9 @@ class Pipeline:
         ex, dialect, body = ask.ex, ask.dialect, ask.body
         model, stream = dialect.check_request(body)
         ex.requested_model, ex.stream = check_model_name(model), stream
+        if ask.caller is not None and not ask.caller.allows(model):
+            raise Forbidden(f"key {ask.caller.name!r} may not use model '{model}'", param="model",
+                            code="model_not_allowed")
         self.recorder.start(ex, self.in_flight)
         requested = body.pop("plugins", None) if "plugins" in body else None
         plugins = ask.plugins = self.plugins.for_request(requested)

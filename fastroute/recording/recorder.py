@@ -89,7 +89,7 @@ class Recorder:
             cost = round((usage["input_tokens"] + usage["output_tokens"]) * self.costs[ex.provider] / 1e6, 8)
         request = ex.request
         return {
-            "ts_ms": ex.ts_ms, "id": ex.id, "dialect": ex.dialect, "stream": ex.stream,
+            "ts_ms": ex.ts_ms, "id": ex.id, "dialect": ex.dialect, "stream": ex.stream, "key_name": ex.key_name,
             "provider": ex.provider, "requested_model": ex.requested_model, "sent_model": ex.sent_model,
             "rule": ex.rule, "status": ex.status, "duration_ms": round(ex.duration_ms or 0.0, 3),
             "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,

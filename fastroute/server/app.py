@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from importlib import resources
 import logging
 import os
@@ -18,6 +17,7 @@ from blacksheep.exceptions import MessageAborted
 
 from fastroute.config import Config, require_env
 from fastroute.errors import BadRequest, ClientClosed, NotFound, PayloadTooLarge, RequestError, Unauthorized
+from fastroute.governance.keys import Key, KeyRing
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
@@ -76,11 +76,12 @@ def client_key(request: Request) -> str | None:
 class Handlers:
     """The routes.  One instance per application, holding the pipeline."""
 
-    def __init__(self, config: Config, pipeline: Pipeline, server_key: str | None, metrics: Metrics) -> None:
+    def __init__(self, config: Config, pipeline: Pipeline, keys: KeyRing, metrics: Metrics) -> None:
         self.config = config
         self.pipeline = pipeline
         self.recorder_metrics = metrics
-        self.server_key = server_key.encode() if server_key else None
+        #: the client keys accepted ([[keys]] and [server] api_key_env); none: anyone may call
+        self.keys = keys
         self.max_body = config.server.max_body_bytes
         self.max_header_bytes = config.server.max_header_bytes
         self.max_json_depth = config.server.max_json_depth
@@ -131,15 +132,21 @@ class Handlers:
         return body
 
     async def keyed_json(self, request: Request) -> tuple[str | None, Any]:
-        """The client's key (checked) and the JSON body.  A refused key still has its body read
-        and dropped (up to ``max_drain``): an unread body makes Granian close the connection
-        behind the answer, and the client's next request on it fails."""
+        """The client's key (checked) and the JSON body (see :meth:`caller_json`)."""
+        key, _, body = await self.caller_json(request)
+        return key, body
+
+    async def caller_json(self, request: Request) -> tuple[str | None, Key | None, Any]:
+        """The client's key as presented, the configured key it is (None when no key is required),
+        and the JSON body.  A refused key still has its body read and dropped (up to
+        ``max_drain``): an unread body makes Granian close the connection behind the answer,
+        and the client's next request on it fails."""
         try:
-            key = self.check_key(request)
+            presented, caller = self.caller(request)
         except RequestError:
             await self.drop_body(request)
             raise
-        return key, await self.read_json(request)
+        return presented, caller, await self.read_json(request)
 
     async def _body(self, request: Request) -> bytes:
         """The whole body, within ``max_body_bytes``: read from the ASGI ``receive`` itself (BlackSheep's
@@ -175,18 +182,25 @@ class Handlers:
             return
 
     def check_key(self, request: Request) -> str | None:
-        key = client_key(request)
-        if self.server_key is not None:
-            if key is None or not hmac.compare_digest(key.encode("latin-1"), self.server_key):
-                raise Unauthorized("missing or invalid API key for this fastroute server")
-        return key
+        """The key the client presented; Unauthorized when keys are required and it is none of them."""
+        return self.caller(request)[0]
+
+    def caller(self, request: Request) -> tuple[str | None, Key | None]:
+        presented = client_key(request)
+        if not self.keys.required:
+            return presented, None
+        found = self.keys.find(presented)
+        if found is None:
+            raise Unauthorized("missing API key for this fastroute server" if presented is None
+                               else "invalid API key for this fastroute server")
+        return presented, found
 
     def chat(self, dialect: ModuleType) -> Callable[[Request], Awaitable[Response]]:
         """The handler of one dialect's chat endpoint."""
 
         async def handle(request: Request) -> Response:
             try:
-                key, body = await self.keyed_json(request)
+                key, caller, body = await self.caller_json(request)
             except RequestError as err:
                 return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
             forwarded = {name.decode(): value.decode("latin-1") for name in FORWARDED_HEADERS
@@ -194,7 +208,7 @@ class Handlers:
             if request.query.get("beta") == ["true"]:  # the Anthropic SDK's beta marker goes on with the body
                 forwarded[BETA_QUERY] = "true"
             receive = getattr(request.content, "receive", None)
-            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded), receive)
+            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded, caller), receive)
 
         handle.__name__ = f"{dialect.NAME}_chat"
         return handle
@@ -390,7 +404,8 @@ def event_relay(config: Config, bus: EventBus) -> EventRelay | RedisRelay | None
 def secret_envs(config: Config) -> list[str]:
     """The variables whose values no printed line may hold: every key the config names."""
     return [name for name in (config.server.api_key_env, config.events.redis_password_env,
-                              config.storage.redis_password_env, *(p.api_key_env for p in config.providers))
+                              config.storage.redis_password_env, *(p.api_key_env for p in config.providers),
+                              *(k.key_env for k in config.keys))
             if name]
 
 
@@ -400,7 +415,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     ``stop_watch`` (from the runner) says when the server starts stopping: the event
     feeds end then, so the graceful stop waits only for real requests."""
     require_env(config)
-    server_key = os.environ.get(config.server.api_key_env) if config.server.api_key_env else None
+    keys = KeyRing.from_config(config)
     client = make_client(config.server.upstream_client)
     providers = build_providers(config, client)
     health = Health(config.failover)
@@ -412,13 +427,13 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
                         console)
     store = open_store(config.storage) if config.responses.store else None
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
-                                     config.responses.max_bytes, keyed=server_key is not None,
+                                     config.responses.max_bytes, keyed=keys.required,
                                      max_history_bytes=config.server.max_body_bytes)
     router = Router(config, providers, health.available, steady=health.steady)
     pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state})
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
-    handlers = Handlers(config, pipeline, server_key, metrics)
+    handlers = Handlers(config, pipeline, keys, metrics)
     metrics.label_only(handlers.catalogue)  # a name a client made up is no label
     metrics.follow_in_flight(lambda: pipeline.in_flight)
 
