@@ -18,6 +18,7 @@ from fastroute.canonical import Usage
 from fastroute.pipeline import Exchange
 from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
+from fastroute.pricing import Pricing
 from fastroute.recording.recorder import Recorder
 
 
@@ -50,7 +51,7 @@ def test_complete(benchmark, console: str) -> None:  # type: ignore[no-untyped-d
     line = None if console == "none" else ConsoleLog(access=console == "access-log", out=out)
     if line is not None:
         line.start()
-    recorder = Recorder(EventBus(), None, None, {"stub": 1.0}, line)
+    recorder = Recorder(EventBus(), None, None, Pricing(providers={"stub": 1.0}, table={}), line)
     try:
         benchmark(recorder.complete, _exchange(), 0)
     finally:
@@ -64,7 +65,7 @@ def test_complete_failed(benchmark) -> None:  # type: ignore[no-untyped-def]
     benchmark.group = "recorder-complete"
     out = NullOut()
     line = ConsoleLog(access=False, out=out).start()
-    recorder = Recorder(EventBus(), None, None, {"stub": 1.0}, line)
+    recorder = Recorder(EventBus(), None, None, Pricing(providers={"stub": 1.0}, table={}), line)
     try:
         benchmark(recorder.complete, _exchange(502, "provider 'stub' failed: HTTP 500: boom"), 0)
     finally:

@@ -19,6 +19,7 @@ from fastroute.pipeline import Exchange
 from fastroute.providers import build_providers
 from fastroute.recording.events import EventBus
 from fastroute.recording.metrics import OTHER, LabelNames, Metrics
+from fastroute.pricing import Pricing
 from fastroute.recording.recorder import Recorder
 from fastroute.routing.catalogue import Catalogue
 
@@ -83,7 +84,7 @@ def test_observe(benchmark, labels: str, model: str) -> None:  # type: ignore[no
 def test_recorder_complete(benchmark, labels: str, model: str) -> None:  # type: ignore[no-untyped-def]
     """The recorder's whole end of an exchange (entry, metrics, event), no log, no console."""
     benchmark.group = f"recorder-complete-metrics-{model}"
-    recorder = Recorder(EventBus(), _metrics(labels), None, {"stub": 1.0})
+    recorder = Recorder(EventBus(), _metrics(labels), None, Pricing(providers={"stub": 1.0}, table={}))
     if model == "configured":
         benchmark(recorder.complete, _exchange("stub-model"), 0)
     else:

@@ -71,6 +71,7 @@ from fastroute.providers.transport import Reply, Timeouts
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
+from fastroute.pricing import Pricing
 from fastroute.recording.recorder import Recorder
 from fastroute.routing import Router
 from fastroute.routing.catalogue import Catalogue
@@ -446,7 +447,7 @@ def _metrics(cfg: Any, providers: dict[str, Any]) -> Metrics:
 
 def _recorder(bus: EventBus, log: RequestLog | None = None) -> Recorder:
     cfg = _config()
-    return Recorder(bus, _metrics(cfg, build_providers(cfg, None)), log, COSTS)
+    return Recorder(bus, _metrics(cfg, build_providers(cfg, None)), log, Pricing(providers=COSTS, table={}))
 
 
 def _last_event(bus: EventBus) -> dict[str, Any]:
@@ -569,7 +570,7 @@ def test_dispatch(benchmark, variant: str, size: str, loop: asyncio.AbstractEven
     providers = build_providers(cfg, client)  # type: ignore[arg-type]
     health = Health(cfg.failover)
     bus = EventBus()
-    recorder = Recorder(bus, _metrics(cfg, providers), None, COSTS)
+    recorder = Recorder(bus, _metrics(cfg, providers), None, Pricing(providers=COSTS, table={}))
     pipeline = Pipeline(cfg, providers, Router(cfg, providers, health.available, steady=health.steady),
                         health, recorder)
     recorder.metrics.follow_in_flight(lambda: pipeline.in_flight)  # type: ignore[union-attr]

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from fastroute.errors import ConfigError
+from fastroute.errors import describe as _describe
+from fastroute.pricing import Price, parse_pricing
 from fastroute.limits import JSON_DEPTH_CEILING, MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_STREAM_LINE_BYTES
 
 PROVIDER_FORMATS = ("openai", "anthropic", "ollama", "echo")
@@ -304,6 +306,8 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
     keys: tuple[KeyConfig, ...] = ()
+    #: [pricing."<model>"] (or "<provider>/<model>"): prices that override the built-in table
+    pricing: dict[str, Price] = field(default_factory=dict)
     classifiers: dict[str, EntryConfig] = field(default_factory=dict)
     response_classifiers: dict[str, EntryConfig] = field(default_factory=dict)
     plugins: dict[str, EntryConfig] = field(default_factory=dict)
@@ -354,7 +358,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
     known = {"server", "logging", "telemetry", "failover", "discovery", "events", "storage", "responses", "providers",
-             "routers", "keys", "classifiers", "response_classifiers", "plugins"}
+             "routers", "keys", "pricing", "classifiers", "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
         source=source,
@@ -371,6 +375,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         routers=tuple(v.rule(r, f"routers[{i}]")
                       for i, r in enumerate(v.array(data.get("routers", []), "routers"))),
         keys=tuple(v.build(KeyConfig, k, f"keys[{i}]") for i, k in enumerate(v.array(data.get("keys", []), "keys"))),
+        pricing=parse_pricing(data.get("pricing", {}), "pricing", source),
         classifiers=v.entries(data.get("classifiers", {}), "classifiers"),
         response_classifiers=v.entries(data.get("response_classifiers", {}), "response_classifiers"),
         plugins=v.entries(data.get("plugins", {}), "plugins"),
@@ -569,13 +574,6 @@ def drop_unusable_providers(cfg: Config, environ: typing.Mapping[str, str] = os.
 # ── validation helpers ──────────────────────────────────────────────────────
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-
-
-def _describe(value: Any) -> str:
-    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
-    kind = names.get(type(value), type(value).__name__)
-    text = repr(value)
-    return f"{kind} {text}" if len(text) <= 40 else kind
 
 
 class _Validator:

@@ -30,7 +30,7 @@ so it is up (its breaker hears a success).  Neither: the attempt gives no verdic
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class FastrouteError(Exception):
@@ -46,6 +46,14 @@ class ConfigError(FastrouteError):
         self.problem = problem
         where = f"{source}: {path}: " if path else f"{source}: "
         super().__init__(where + problem)
+
+
+def describe(value: Any) -> str:
+    """A config value as error messages show it: its kind, and the value itself when it is short."""
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    kind = names.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text}" if len(text) <= 40 else kind
 
 
 class RequestError(FastrouteError):

@@ -11,6 +11,7 @@ from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
+from fastroute.pricing import Pricing
 
 #: events carry at most this much of the prompt, the answer, a tool call's arguments and an error;
 #: the log has it all
@@ -57,13 +58,14 @@ def _event_message(m: dict[str, Any]) -> dict[str, Any]:
 
 class Recorder:
     def __init__(self, events: EventBus, metrics: Metrics | None = None, log: RequestLog | None = None,
-                 costs: dict[str, float] | None = None, console: ConsoleLog | None = None) -> None:
+                 pricing: Pricing | None = None, console: ConsoleLog | None = None) -> None:
         self.events = events
         self.metrics = metrics
         self.log = log
         #: the line on stdout (failures; every request with --access-log)
         self.console = console
-        self.costs = costs or {}
+        #: what a request cost, from its usage (None: nothing is priced)
+        self.pricing = pricing
         #: which worker process answered (with --workers N, events of all of them reach every viewer)
         self.worker = os.getpid()
 
@@ -84,9 +86,9 @@ class Recorder:
         """The log entry: the seed's fields, plus id, usage, cost, time to first token and the attempts.
         ``last``: only that many of the messages (what an event shows, when no log is kept)."""
         usage = ex.usage.as_dict() if ex.usage is not None else None
-        cost = None
-        if usage is not None and ex.provider in self.costs:
-            cost = round((usage["input_tokens"] + usage["output_tokens"]) * self.costs[ex.provider] / 1e6, 8)
+        micros = None
+        if ex.usage is not None and self.pricing is not None:
+            micros = self.pricing.cost(ex.provider, ex.sent_model or ex.requested_model, ex.usage)
         request = ex.request
         return {
             "ts_ms": ex.ts_ms, "id": ex.id, "dialect": ex.dialect, "stream": ex.stream, "key_name": ex.key_name,
@@ -95,7 +97,8 @@ class Recorder:
             "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
             "tags": list(ex.tags), "response_tags": list(ex.response_tags), "plugins": list(ex.plugins),
             "system": request.system if request is not None else None, "messages": _messages(request, last),
-            "response": ex.response_text, "error": ex.error, "usage": usage, "cost_usd": cost,
+            "response": ex.response_text, "error": ex.error, "usage": usage,
+            "cost_micros": micros, "cost_usd": micros / 1e6 if micros is not None else None,
             "attempts": list(ex.attempts), "omitted_tools": list(ex.omitted_tools),
         }
 

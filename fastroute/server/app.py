@@ -29,6 +29,7 @@ from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
+from fastroute.pricing import Pricing
 from fastroute.recording.recorder import Recorder
 from fastroute.recording.redis_relay import RedisRelay
 from fastroute.recording.relay import ENV_DIR as RELAY_DIR
@@ -423,7 +424,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     metrics = Metrics()
     request_log = RequestLog(config.logging.path) if config.logging.enabled else None
     console = ConsoleLog(config.server.access_log, secret_envs(config)).start()
-    recorder = Recorder(bus, metrics, request_log, {p.name: p.cost_per_1m_tokens for p in config.providers},
+    pricing = Pricing(config.pricing, {p.name: p.cost_per_1m_tokens for p in config.providers})
+    recorder = Recorder(bus, metrics, request_log, pricing,
                         console)
     store = open_store(config.storage) if config.responses.store else None
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
