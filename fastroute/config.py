@@ -261,6 +261,27 @@ class EntryConfig:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """``[audit]``: one record per request (key, session, model, tokens, cost, latency, status)."""
+
+    enabled: bool = True
+    #: the SQLite file ([storage] kind = "memory": the records are kept in memory instead)
+    path: str | None = None
+    #: records older than this many days are removed (0: kept for ever)
+    retention_days: float = 90.0
+    #: request headers that name the agent's session, first found wins
+    session_headers: tuple[str, ...] = ("x-claude-code-session-id", "session_id", "x-session-id",
+                                        "conversation_id")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: the admin API is on when ``token_env`` names a set variable."""
+
+    token_env: str | None = None
+
+
 #: the per-key limits the request path enforces (the others are refused in the config)
 ENFORCED_KEY_LIMITS: frozenset[str] = frozenset()
 
@@ -306,6 +327,8 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
     keys: tuple[KeyConfig, ...] = ()
+    audit: AuditConfig = AuditConfig()
+    admin: AdminConfig = AdminConfig()
     #: [pricing."<model>"] (or "<provider>/<model>"): prices that override the built-in table
     pricing: dict[str, Price] = field(default_factory=dict)
     classifiers: dict[str, EntryConfig] = field(default_factory=dict)
@@ -358,7 +381,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
     known = {"server", "logging", "telemetry", "failover", "discovery", "events", "storage", "responses", "providers",
-             "routers", "keys", "pricing", "classifiers", "response_classifiers", "plugins"}
+             "routers", "keys", "audit", "admin", "pricing", "classifiers", "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
         source=source,
@@ -376,6 +399,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
                       for i, r in enumerate(v.array(data.get("routers", []), "routers"))),
         keys=tuple(v.build(KeyConfig, k, f"keys[{i}]") for i, k in enumerate(v.array(data.get("keys", []), "keys"))),
         pricing=parse_pricing(data.get("pricing", {}), "pricing", source),
+        audit=v.build(AuditConfig, data.get("audit", {}), "audit"),
+        admin=v.build(AdminConfig, data.get("admin", {}), "admin"),
         classifiers=v.entries(data.get("classifiers", {}), "classifiers"),
         response_classifiers=v.entries(data.get("response_classifiers", {}), "response_classifiers"),
         plugins=v.entries(data.get("plugins", {}), "plugins"),
@@ -444,6 +469,8 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
                    f"(${s.api_key_env}), so provider {p.name!r} would be sent fastroute's own key; give the "
                    "provider its own key with api_key_env instead, or unset server.api_key_env")
     _check_keys(cfg, v)
+    if cfg.audit.retention_days < 0:
+        v.fail("audit.retention_days", f"must be 0 (keep for ever) or more, got {cfg.audit.retention_days}")
     for i, rule in enumerate(cfg.routers):
         for key, name in _rule_provider_refs(rule):
             if name not in seen:

@@ -97,6 +97,8 @@ class Exchange:
     ended: bool = False
     #: the name of the client's key ([[keys]]), when keys are required
     key_name: str | None = None
+    #: the agent's session the request belongs to, when the client says
+    session: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -116,7 +118,7 @@ class Ask:
     request: ChatRequest | None = None
     plugins: list[Any] = field(default_factory=list)
     ctx: PluginContext | None = None
-    #: the configured key the client presented (governance.keys.Key), when keys are required
+    #: who sent it (governance.keys.Caller): the configured key and the session, when known
     caller: Any = None
 
 
@@ -281,7 +283,8 @@ class Pipeline:
         ask = Ask(self.new_exchange(dialect), dialect, body, client_key, client_headers, caller=caller)
         ex = ask.ex
         if caller is not None:
-            ex.key_name = caller.name
+            ex.key_name = caller.key.name if caller.key is not None else None
+            ex.session = caller.session
         try:
             try:
                 return await self._dispatch(ask)
@@ -313,9 +316,11 @@ class Pipeline:
         ex, dialect, body = ask.ex, ask.dialect, ask.body
         model, stream = dialect.check_request(body)
         ex.requested_model, ex.stream = check_model_name(model), stream
-        if ask.caller is not None and not ask.caller.allows(model):
-            raise Forbidden(f"key {ask.caller.name!r} may not use model '{model}'", param="model",
-                            code="model_not_allowed")
+        key = ask.caller.key if ask.caller is not None else None
+        if key is not None and not key.allows(model):
+            raise Forbidden(f"key {key.name!r} may not use model '{model}'", param="model", code="model_not_allowed")
+        if ex.session is None:
+            ex.session = session_in(body)
         self.recorder.start(ex, self.in_flight)
         requested = body.pop("plugins", None) if "plugins" in body else None
         plugins = ask.plugins = self.plugins.for_request(requested)
@@ -725,6 +730,18 @@ def end_on_the_side(ex: Exchange, tap: Any) -> None:
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         if ex.error is None:
             ex.error = f"provider '{ex.provider}' sent a stream event fastroute cannot read ({type(exc).__name__})"
+
+
+def session_in(body: dict[str, Any]) -> str | None:
+    """The session a body names: ``metadata.user_id`` (Claude Code's holds ``..._session_<uuid>``:
+    the session part is taken), or the Responses ``prompt_cache_key`` Codex sets per session."""
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user, str) and user:
+        _, marker, session = user.rpartition("_session_")
+        return (session if marker and session else user)[:256]
+    key = body.get("prompt_cache_key")
+    return key[:256] if isinstance(key, str) and key else None
 
 
 def asked_for(dialect: ModuleType, body: Any) -> tuple[str, bool]:

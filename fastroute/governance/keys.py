@@ -27,8 +27,25 @@ from fastroute.config import Config, KeyConfig
 SERVER_KEY_NAME = "server"
 
 
+def client_key(request: Any) -> str | None:
+    """The key the client presented, as ``Authorization: Bearer`` or ``x-api-key``."""
+    auth = request.get_first_header(b"authorization")
+    if auth:
+        scheme, _, value = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and value:
+            return value.strip().decode("latin-1")
+    key = request.get_first_header(b"x-api-key")
+    return key.decode("latin-1") if key else None
+
+
 def digest(secret: str) -> bytes:
+    """The digest of a configured secret: of its UTF-8 bytes, what a client sends."""
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def presented_bytes(presented: str) -> bytes:
+    """A presented key's bytes as they came (``client_key`` decodes the header as latin-1)."""
+    return presented.encode("latin-1", "replace")
 
 
 @dataclass(slots=True)
@@ -88,7 +105,7 @@ class KeyRing:
         is compared again in constant time, so a timing cannot tell how near a guess came."""
         if presented is None:
             return None
-        sha = digest(presented)
+        sha = hashlib.sha256(presented_bytes(presented)).digest()
         key = self._by_digest.get(sha)
         if key is None or not hmac.compare_digest(key.sha256, sha):
             return None
@@ -96,3 +113,13 @@ class KeyRing:
 
     def names(self) -> list[str]:
         return sorted(k.name for k in self._by_digest.values())
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who sent a request: the configured key it presented (None when no key is required) and
+    the agent's session it belongs to, when the client says (a header, or the body's
+    ``metadata.user_id``)."""
+
+    key: Key | None = None
+    session: str | None = None

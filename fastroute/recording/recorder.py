@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from fastroute.audit import AuditLog, AuditRecord
 from fastroute.canonical import ChatRequest, TextPart
 from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
@@ -56,9 +57,20 @@ def _event_message(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def audit_record(ex: Any, entry: dict[str, Any]) -> AuditRecord:
+    u = ex.usage
+    return AuditRecord(
+        request_id=ex.id, timestamp=ex.ts_ms, key_name=ex.key_name, session=ex.session, model=ex.requested_model,
+        provider=ex.provider, sent_model=ex.sent_model, prompt_tokens=u.input_tokens if u else 0,
+        completion_tokens=u.output_tokens if u else 0, cached_tokens=u.cached_input_tokens if u else 0,
+        cost_micros=entry["cost_micros"], latency_ms=entry["duration_ms"], ttft_ms=entry["ttft_ms"],
+        status=ex.status, error=ex.error, stream=ex.stream, estimated=bool(u and u.estimated))
+
+
 class Recorder:
     def __init__(self, events: EventBus, metrics: Metrics | None = None, log: RequestLog | None = None,
-                 pricing: Pricing | None = None, console: ConsoleLog | None = None) -> None:
+                 pricing: Pricing | None = None, console: ConsoleLog | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.events = events
         self.metrics = metrics
         self.log = log
@@ -66,6 +78,8 @@ class Recorder:
         self.console = console
         #: what a request cost, from its usage (None: nothing is priced)
         self.pricing = pricing
+        #: one record per request for the admin API's logs and usage ([audit])
+        self.audit = audit
         #: which worker process answered (with --workers N, events of all of them reach every viewer)
         self.worker = os.getpid()
 
@@ -92,6 +106,7 @@ class Recorder:
         request = ex.request
         return {
             "ts_ms": ex.ts_ms, "id": ex.id, "dialect": ex.dialect, "stream": ex.stream, "key_name": ex.key_name,
+            "session": ex.session,
             "provider": ex.provider, "requested_model": ex.requested_model, "sent_model": ex.sent_model,
             "rule": ex.rule, "status": ex.status, "duration_ms": round(ex.duration_ms or 0.0, 3),
             "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
@@ -108,6 +123,8 @@ class Recorder:
             self.log.write(entry)
         if self.console is not None:
             self.console.note(entry)
+        if self.audit is not None:
+            self.audit.record(audit_record(ex, entry))
         if self.metrics is not None:
             self.metrics.observe(entry)
             self.metrics.set_in_flight(in_flight)

@@ -17,7 +17,7 @@ from blacksheep.exceptions import MessageAborted
 
 from fastroute.config import Config, require_env
 from fastroute.errors import BadRequest, ClientClosed, NotFound, PayloadTooLarge, RequestError, Unauthorized
-from fastroute.governance.keys import Key, KeyRing
+from fastroute.governance.keys import Caller, Key, KeyRing, client_key
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
@@ -36,6 +36,8 @@ from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
 from fastroute.server import model_lists
 from fastroute.server.base_urls import explain_miss
+from fastroute.audit import AuditLog, MemoryAuditLog
+from fastroute.server.admin import AdminAPI
 from fastroute.server.count_tokens import CountTokens
 from fastroute.server.responses_api import ResponsesAPI
 from fastroute.server.stopping import StopWatch
@@ -63,17 +65,6 @@ KEEPALIVE_S = 15.0
 FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
 
 
-def client_key(request: Request) -> str | None:
-    """The key the client presented, as ``Authorization: Bearer`` or ``x-api-key``."""
-    auth = request.get_first_header(b"authorization")
-    if auth:
-        scheme, _, value = auth.partition(b" ")
-        if scheme.lower() == b"bearer" and value:
-            return value.strip().decode("latin-1")
-    key = request.get_first_header(b"x-api-key")
-    return key.decode("latin-1") if key else None
-
-
 class Handlers:
     """The routes.  One instance per application, holding the pipeline."""
 
@@ -83,6 +74,7 @@ class Handlers:
         self.recorder_metrics = metrics
         #: the client keys accepted ([[keys]] and [server] api_key_env); none: anyone may call
         self.keys = keys
+        self.session_headers = tuple(h.lower().encode("latin-1") for h in config.audit.session_headers)
         self.max_body = config.server.max_body_bytes
         self.max_header_bytes = config.server.max_header_bytes
         self.max_json_depth = config.server.max_json_depth
@@ -196,6 +188,14 @@ class Handlers:
                                else "invalid API key for this fastroute server")
         return presented, found
 
+    def session_of(self, request: Request) -> str | None:
+        """The agent's session, from the first ``[audit] session_headers`` header the request has."""
+        for name in self.session_headers:
+            value = request.get_first_header(name)
+            if value:
+                return value.decode("latin-1")[:256]
+        return None
+
     def chat(self, dialect: ModuleType) -> Callable[[Request], Awaitable[Response]]:
         """The handler of one dialect's chat endpoint."""
 
@@ -209,7 +209,8 @@ class Handlers:
             if request.query.get("beta") == ["true"]:  # the Anthropic SDK's beta marker goes on with the body
                 forwarded[BETA_QUERY] = "true"
             receive = getattr(request.content, "receive", None)
-            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded, caller), receive)
+            who = Caller(caller, self.session_of(request))
+            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded, who), receive)
 
         handle.__name__ = f"{dialect.NAME}_chat"
         return handle
@@ -410,6 +411,18 @@ def secret_envs(config: Config) -> list[str]:
             if name]
 
 
+def open_audit(config: Config) -> AuditLog | None:
+    """The audit log ``[audit]`` describes (in memory with ``[storage] kind = "memory"``), not started."""
+    a = config.audit
+    if not a.enabled:
+        return None
+    if config.storage.kind == "memory":
+        return MemoryAuditLog()
+    from fastroute.audit import SqliteAuditLog
+
+    return SqliteAuditLog(a.path, retention_days=a.retention_days or None)
+
+
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
     """The application for one worker.  Sockets and clients open on startup, not here.
 
@@ -425,8 +438,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     request_log = RequestLog(config.logging.path) if config.logging.enabled else None
     console = ConsoleLog(config.server.access_log, secret_envs(config)).start()
     pricing = Pricing(config.pricing, {p.name: p.cost_per_1m_tokens for p in config.providers})
-    recorder = Recorder(bus, metrics, request_log, pricing,
-                        console)
+    audit = open_audit(config)
+    recorder = Recorder(bus, metrics, request_log, pricing, console, audit)
     store = open_store(config.storage) if config.responses.store else None
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
                                      config.responses.max_bytes, keyed=keys.required,
@@ -455,6 +468,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_post("/api/show", _route(handlers.ollama_show))
     app.router.add_get("/api/version", _route(handlers.ollama_version))
     app.router.add_post("/v1/route", _route(handlers.explain_route))
+    admin = AdminAPI(config, audit)
+    app.router.add_get("/v1/admin/logs", _route(admin.logs))
+    app.router.add_get("/v1/admin/usage", _route(admin.usage))
     app.router.add_get("/health", _route(handlers.health))
     app.router.add_get("/metrics", _route(handlers.metrics))
     app.router.add_get("/dashboard", _route(handlers.dashboard))
@@ -471,6 +487,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             relay.start()
         if store is not None:
             await store.start()
+        if audit is not None:
+            await audit.start()
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
@@ -484,6 +502,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
         console.close()
         if store is not None:
             await store.close()  # every queued write is in the store after a clean stop
+        if audit is not None:
+            await audit.close()  # every request answered is in the audit log after a clean stop
 
     app.on_start += on_start
     app.on_stop += on_stop

@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastroute.storage.sqlite_file import open_wal
 from fastroute.storage.base import Drops, Entry, Pending, StorageError, StorageUnavailable, Store, admit
 
 log = logging.getLogger("fastroute.storage")
@@ -210,25 +211,7 @@ class SqliteStore(Store):
 
     def _open(self) -> sqlite3.Connection:
         """The writer's connection, the file created, in WAL mode and at the current schema."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"storage: cannot create the directory of {self.where}: {exc}") from exc
-        conn = self._connect(BUSY_TIMEOUT_S)
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise StorageError(f"storage: {self.where} cannot be put in WAL mode (it stays {mode!r}); "
-                                   "put it on a local file system")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StorageError(f"storage: cannot use {self.where}: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_wal(self.path, "storage", BUSY_TIMEOUT_S, self._migrate)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,140 @@
+"""The rate-limit and budget counters per kind: what one request pays, ``admit`` then ``settle``.
+
+    pytest benchmarks/test_bench_limiter.py -q --benchmark-group-by=group,param:impl
+
+Each round is 1,000 requests on one uvloop event loop made once for the module
+(``run_until_complete`` once per round), so the figures read as **ms per round
+= µs per request** (one admit and one settle, every limit set: requests and
+tokens per minute and a monthly budget, never reached).
+
+- ``limiter-admit-settle``: one request after the other — the latency one
+  request adds (memory: in-process dicts; sqlite: the hop to the counters'
+  thread and a ``BEGIN IMMEDIATE`` transaction, twice; redis: one Lua script
+  round trip, twice).
+- ``limiter-admit-settle-concurrent``: the same 1,000 requests 100 at a time
+  (``asyncio.gather``), as a busy worker makes them: SQLite runs what queued
+  up meanwhile in one transaction, Redis has 100 scripts in flight.
+
+SQLite is a file under the test's tmp directory; Redis a real ``redis-server``
+in its own process on this machine (skipped when there is none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastroute.governance.limiter import (
+    Counters,
+    Limiter,
+    Limits,
+    MemoryCounters,
+    RedisCounters,
+    SqliteCounters,
+)
+
+N = 1000
+LIMITS = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, budget_usd=10**6, budget_period="month")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+        lp = uvloop.new_event_loop()
+    except ImportError:
+        lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server on this machine")
+    port = _free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def impl(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def limiter(impl: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop,
+            tmp_path: Path) -> Iterator[Limiter]:
+    if impl == "redis":
+        counters: Counters = RedisCounters(f"redis://127.0.0.1:{request.getfixturevalue('redis_port')}/0", None,
+                                           f"bench-{os.getpid()}:")
+    elif impl == "sqlite":
+        counters = SqliteCounters(tmp_path / "bench.sqlite3")
+    else:
+        counters = MemoryCounters()
+    loop.run_until_complete(counters.start())
+    yield Limiter(counters)
+    assert not counters.degraded  # measured against the backend, not the local fallback
+    loop.run_until_complete(counters.close())
+
+
+async def _request(limiter: Limiter) -> bool:
+    verdict = await limiter.admit("bench-key", LIMITS)
+    await limiter.settle("bench-key", LIMITS, 250, 1_500)
+    return verdict.admitted
+
+
+def test_admit_settle(benchmark: Any, limiter: Limiter, impl: str, loop: asyncio.AbstractEventLoop) -> None:
+    benchmark.group = "limiter-admit-settle"
+
+    async def requests() -> int:
+        admitted = 0
+        for _ in range(N):
+            admitted += await _request(limiter)
+        return admitted
+
+    rounds = 30 if impl == "memory" else 10
+    assert benchmark.pedantic(lambda: loop.run_until_complete(requests()), rounds=rounds, warmup_rounds=1) == N
+
+
+def test_admit_settle_concurrent(benchmark: Any, limiter: Limiter, impl: str,
+                                 loop: asyncio.AbstractEventLoop) -> None:
+    benchmark.group = "limiter-admit-settle-concurrent"
+
+    async def requests() -> int:
+        admitted = 0
+        for _ in range(N // 100):
+            admitted += sum(await asyncio.gather(*(_request(limiter) for _ in range(100))))
+        return admitted
+
+    rounds = 30 if impl == "memory" else 10
+    assert benchmark.pedantic(lambda: loop.run_until_complete(requests()), rounds=rounds, warmup_rounds=1) == N

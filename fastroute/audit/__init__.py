@@ -1,0 +1,33 @@
+"""The audit log: one record per finished request — who (the key's name, never the key), what,
+where, how many tokens, what it cost, how long, how it ended — and the queries over it.
+
+- :class:`AuditRecord`: one request;
+- :class:`AuditLog`: the interface — ``record()`` queues (never waits, never raises), ``logs()``
+  and ``usage()`` query, ``purge()`` removes old records;
+- :class:`SqliteAuditLog`: one SQLite file shared by the workers of a machine, written by a
+  thread, queried from indexes (:mod:`.sqlite`);
+- :class:`MemoryAuditLog`: this worker's records in memory, bounded — tests, throwaway runs.
+
+Importing the package opens nothing and does not import :mod:`sqlite3`: the SQLite log is
+imported when first named.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastroute.audit.memory import MemoryAuditLog
+from fastroute.audit.record import MAX_LIMIT, AuditLog, AuditRecord
+
+if TYPE_CHECKING:
+    from fastroute.audit.sqlite import SqliteAuditLog
+
+__all__ = ["MAX_LIMIT", "AuditLog", "AuditRecord", "MemoryAuditLog", "SqliteAuditLog"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SqliteAuditLog":
+        from fastroute.audit.sqlite import SqliteAuditLog
+
+        return SqliteAuditLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""The admin API's reading side: ``GET /v1/admin/logs`` and ``GET /v1/admin/usage``, from the audit
+log (:mod:`fastroute.audit`).  On when ``[admin] token_env`` names a set variable; the token is
+compared in constant time and is not a client key (a client key is refused here, and the admin
+token is refused on the inference endpoints unless it is also a configured key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import os
+from typing import Any
+
+import orjson
+from blacksheep import Content, Request, Response
+
+from fastroute.audit import MAX_LIMIT, AuditLog
+from fastroute.config import Config
+from fastroute.errors import BadRequest, NotFound, RequestError, Unauthorized
+from fastroute.formats import openai as dialect
+from fastroute.governance.keys import client_key, presented_bytes
+
+JSON = b"application/json"
+GROUPS = ("key", "model", "day", "session")
+
+
+class AdminAPI:
+    def __init__(self, config: Config, audit: AuditLog | None) -> None:
+        env = config.admin.token_env
+        token = os.environ.get(env) if env else None
+        self._token = token.encode("utf-8", "surrogateescape") if token else None
+        self.audit = audit
+
+    async def logs(self, request: Request) -> Response:
+        """crabllm's query: ``key``, ``model``, ``session``, ``since``, ``until`` (ms, or ISO 8601 UTC),
+        ``limit`` (1-1000, default 100); newest first."""
+        return await self._answer(request, self._logs)
+
+    async def usage(self, request: Request) -> Response:
+        """Requests, tokens and cost per ``group_by`` (key, model, day, session) over ``since`` .. ``until``."""
+        return await self._answer(request, self._usage)
+
+    async def _answer(self, request: Request, action: Any) -> Response:
+        try:
+            self._check(request)
+            payload = await action(request)
+        except RequestError as err:
+            return Response(err.http_status, None, Content(JSON, dialect.error_body(err)))
+        return Response(200, None, Content(JSON, orjson.dumps(payload)))
+
+    def _check(self, request: Request) -> None:
+        if self._token is None:
+            raise NotFound("the admin API is off: set [admin] token_env to a variable holding a token")
+        presented = client_key(request)
+        if presented is None or not hmac.compare_digest(presented_bytes(presented), self._token):
+            raise Unauthorized("missing or invalid admin token")
+        if self.audit is None:
+            raise NotFound("the audit log is off ([audit] enabled = false)")
+
+    async def _logs(self, request: Request) -> Any:
+        q = _Query(request)
+        assert self.audit is not None
+        records = await self.audit.logs(key=q.text("key"), model=q.text("model"), since=q.time("since"),
+                                        until=q.time("until"), limit=q.limit(), session=q.text("session"))
+        return {"object": "list", "data": [dataclasses.asdict(r) for r in records]}
+
+    async def _usage(self, request: Request) -> Any:
+        q = _Query(request)
+        group_by = q.text("group_by") or "key"
+        if group_by not in GROUPS:
+            raise BadRequest(f"'group_by' must be one of {', '.join(GROUPS)}, got {group_by!r}", param="group_by")
+        assert self.audit is not None
+        rows = await self.audit.usage(since=q.time("since"), until=q.time("until"), group_by=group_by,
+                                      key=q.text("key"))
+        return {"object": "list", "group_by": group_by, "data": rows}
+
+
+class _Query:
+    def __init__(self, request: Request) -> None:
+        self.query = request.query
+
+    def text(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values and values[0] != "" else None
+
+    def time(self, name: str) -> int | None:
+        """Milliseconds since the epoch: a number, or an ISO 8601 date or time (UTC unless it says)."""
+        value = self.text(name)
+        if value is None:
+            return None
+        if value.isdigit():
+            return int(value)
+        from datetime import datetime, timezone
+
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"'{name}' must be milliseconds since the epoch or an ISO 8601 time, got {value!r}",
+                             param=name) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return int(when.timestamp() * 1000)
+
+    def limit(self) -> int:
+        value = self.text("limit")
+        if value is None:
+            return 100
+        if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}, got {value!r}", param="limit")
+        return int(value)

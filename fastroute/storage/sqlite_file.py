@@ -1,0 +1,39 @@
+"""Opening a SQLite file the way every fastroute store does: its directory made, WAL (the workers
+of ``--workers N`` read and write it at once), ``synchronous = NORMAL``, then the caller's
+schema migration; every failure a :class:`StorageError` naming the file and who wanted it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from fastroute.storage.base import StorageError
+
+
+def open_wal(path: Path, who: str, timeout: float, migrate: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
+    """A connection (autocommit, usable from the thread that owns it) to ``path``, migrated;
+    ``who`` starts every message (``storage``, ``audit``, ``limits``)."""
+    where = str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{who}: cannot create the directory of {where}: {exc}") from exc
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{who}: cannot open {where}: {exc}") from exc
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StorageError(f"{who}: {where} cannot be put in WAL mode (it stays {mode!r}); "
+                               "put it on a local file system")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"{who}: cannot use {where}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,638 @@
+"""Rate limits and budgets on real parts: every kind of counters through the one Limiter — a real
+SQLite file (shared by two processes) and a real redis-server with a password (shared by two
+processes; killed mid-test and restarted) — with the clock injected (``now``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastroute.governance.counters import _Batch
+from fastroute.governance.limiter import (
+    Counters,
+    Limiter,
+    Limits,
+    MemoryCounters,
+    RedisCounters,
+    SqliteCounters,
+    Verdict,
+    period_of,
+    window_wait_ms,
+)
+
+# the module stays light to import: the two-process tests import it again in each child (spawn)
+KINDS = ["memory", "sqlite", "redis"]
+PASSWORD_ENV = "FR_TEST_LIMITER_REDIS_PASSWORD"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def at(*parts: int) -> float:
+    """UNIX seconds of a UTC time: at(2030, 1, 15, 12, 0, 15)."""
+    return datetime(*parts, tzinfo=UTC).timestamp()  # type: ignore[misc]
+
+
+def free_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()
+
+
+def password() -> str:
+    from tests.test_events_redis import PASSWORD
+
+    return PASSWORD
+
+
+class AofRedis:
+    """A redis-server that writes every command to its append-only file before answering, so a
+    SIGKILL loses nothing and a restart on the same directory has it all back."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        from tests.test_events_redis import REDIS, _need_redis
+
+        _need_redis()
+        self.port = port
+        args = [str(REDIS), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password(), "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[Any]:
+    from tests.test_events_redis import PASSWORD, RedisServer
+
+    server = RedisServer(free_port(), PASSWORD)  # skips (or fails, with FASTROUTE_REQUIRE_REDIS) without one
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def new_counters(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Callable[[], Counters]:
+    """Builds counters of one kind: each call another worker of the same deployment."""
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        monkeypatch.setenv(PASSWORD_ENV, password())
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"  # each test its own keys on the shared server
+        return lambda: RedisCounters(redis_url(server.port), PASSWORD_ENV, prefix)
+    if kind == "sqlite":
+        return lambda: SqliteCounters(tmp_path / "counters.sqlite3")
+    return MemoryCounters
+
+
+async def admits(limiter: Limiter, name: str, limits: Limits, now: float, n: int) -> list[bool]:
+    return [bool(await limiter.admit(name, limits, now)) for _ in range(n)]
+
+
+# ── each limit, on every kind ─────────────────────────────────────────────
+
+def test_requests_per_minute(new_counters: Callable[[], Counters]) -> None:
+    rpm = Limits(requests_per_minute=10)
+    t = at(2030, 1, 15, 12, 0, 15)
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            assert await admits(limiter, "k", rpm, t, 10) == [True] * 10
+            assert await limiter.admit("k", rpm, t) == Verdict(False, "requests_per_minute", 45)
+            assert await limiter.admit("k", rpm, t + 44.5) == Verdict(False, "requests_per_minute", 1)
+            assert await limiter.admit("other", rpm, t)  # per key
+            # 12:01:00: the previous minute's 10 weigh 59,999/60,000: one passes, then one every 6 s
+            assert await limiter.admit("k", rpm, t + 45)
+            assert await limiter.admit("k", rpm, t + 45) == Verdict(False, "requests_per_minute", 6)
+            assert not await limiter.admit("k", rpm, t + 50.999)
+            assert await limiter.admit("k", rpm, t + 51)
+            assert await limiter.admit("k", rpm, t + 51) == Verdict(False, "requests_per_minute", 6)
+            # two minutes on, nothing weighs any more
+            assert await admits(limiter, "k", rpm, t + 165, 11) == [True] * 10 + [False]
+    run(scenario())
+
+
+def test_tokens_per_minute(new_counters: Callable[[], Counters]) -> None:
+    tpm = Limits(tokens_per_minute=1000)
+    t = at(2030, 1, 15, 12, 0, 15)
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            assert await limiter.admit("k", tpm, t)
+            await limiter.settle("k", tpm, 999, 0, t)
+            assert await limiter.admit("k", tpm, t)  # 999 < 1000: the request that crosses is not cut
+            await limiter.settle("k", tpm, 101, 0, t)
+            # 1,100 tokens this minute: in the next one they weigh below 1,000 after 5.455 s
+            assert await limiter.admit("k", tpm, t) == Verdict(False, "tokens_per_minute", 51)
+            assert not await limiter.admit("k", tpm, t + 50)
+            assert await limiter.admit("k", tpm, t + 51)
+    run(scenario())
+
+
+BUDGET_CASES = [
+    # period, spent at, still refused at (retry_after_s), admitted again at
+    ("day", at(2030, 1, 15, 0, 0, 0), at(2030, 1, 15, 23, 0, 0), 3600, at(2030, 1, 16)),
+    ("day", at(2030, 1, 15, 12), at(2030, 1, 15, 23, 59, 59, 500_000), 1, at(2030, 1, 16)),
+    ("week", at(2030, 1, 14, 0, 0, 0), at(2030, 1, 20, 23, 0, 0), 3600, at(2030, 1, 21)),  # Monday to Monday
+    ("week", at(2030, 1, 1, 9), at(2030, 1, 5, 0, 0, 0), 2 * 86400, at(2030, 1, 7)),  # a week across the new year
+    ("month", at(2028, 2, 1), at(2028, 2, 29, 23, 59, 59), 1, at(2028, 3, 1)),  # a leap year's February
+    ("month", at(2029, 12, 10), at(2029, 12, 31, 12), 12 * 3600, at(2030, 1, 1)),
+]
+
+
+@pytest.mark.parametrize(("period", "spent_at", "refused_at", "retry", "next_at"), BUDGET_CASES)
+def test_budget_periods_roll_over_in_utc(new_counters: Callable[[], Counters], period: Any, spent_at: float,
+                                         refused_at: float, retry: int, next_at: float) -> None:
+    budget = Limits(budget_usd=0.01, budget_period=period)  # 10,000 micro-dollars
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            assert await limiter.admit("k", budget, spent_at)
+            await limiter.settle("k", budget, 50, 6_000, spent_at)
+            assert await limiter.admit("k", budget, spent_at)
+            await limiter.settle("k", budget, 50, 4_000, spent_at)
+            end_s = period_of(period, int(spent_at * 1000))[1] // 1000
+            assert await limiter.admit("k", budget, spent_at) == Verdict(False, "budget_usd", int(end_s - spent_at))
+            assert await limiter.admit("k", budget, refused_at) == Verdict(False, "budget_usd", retry)
+            assert await limiter.admit("k", budget, next_at - 0.001) == Verdict(False, "budget_usd", 1)
+            assert await limiter.admit("k", budget, next_at)
+    run(scenario())
+
+
+def test_budget_total_never_resets_and_counts_every_micro(new_counters: Callable[[], Counters]) -> None:
+    total = Limits(budget_usd=1.0, budget_period="total")
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            t = at(2030, 1, 15)
+            assert await limiter.admit("k", total, t)
+            await limiter.settle("k", total, 0, 999_999, t)
+            assert await limiter.admit("k", total, at(2031, 6, 1))
+            await limiter.settle("k", total, 0, 1, at(2031, 6, 1))
+            for later in (at(2031, 6, 1), at(2040, 1, 1)):
+                assert await limiter.admit("k", total, later) == Verdict(False, "budget_usd", None)
+    run(scenario())
+
+
+def test_the_longest_refusal_is_the_one_named(new_counters: Callable[[], Counters]) -> None:
+    both = Limits(requests_per_minute=1, budget_usd=0.000001, budget_period="day")
+    t = at(2030, 1, 15, 18, 0, 30)
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            assert await limiter.admit("k", both, t)
+            await limiter.settle("k", both, 10, 1, t)
+            assert await limiter.admit("k", both, t) == Verdict(False, "budget_usd", 6 * 3600 - 30)
+            rpm_only = Limits(requests_per_minute=1)
+            assert await limiter.admit("k", rpm_only, t) == Verdict(False, "requests_per_minute", 30)
+    run(scenario())
+
+
+def test_concurrent_admits_pass_exactly_the_limit(kind: str, new_counters: Callable[[], Counters]) -> None:
+    rpm = Limits(requests_per_minute=10, budget_usd=5.0)
+    t = at(2030, 1, 15, 12, 0, 15)
+
+    async def scenario() -> None:
+        async with new_counters() as a, new_counters() as b:
+            one, two = Limiter(a), Limiter(b)
+            verdicts = await asyncio.gather(*(one.admit("k", rpm, t) for _ in range(50)))
+            assert sum(map(bool, verdicts)) == 10
+            assert {v.limit for v in verdicts if not v} == {"requests_per_minute"}
+            # two workers of one deployment: shared kinds pass 10 between them, memory 10 each
+            verdicts = await asyncio.gather(*(w.admit("k2", rpm, t) for _ in range(25) for w in (one, two)))
+            assert sum(map(bool, verdicts)) == (20 if kind == "memory" else 10)
+    run(scenario())
+
+
+def test_settle_counts_only_what_a_limit_uses(new_counters: Callable[[], Counters]) -> None:
+    t = at(2030, 1, 15, 12)
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            await limiter.settle("k", Limits(requests_per_minute=5), 10**6, 10**9, t)  # neither is limited
+            assert await limiter.admit("k", Limits(tokens_per_minute=1000, budget_usd=1.0), t)
+            unlimited = Limits()
+            for _ in range(3):
+                assert await limiter.admit("free", unlimited, t)
+            await limiter.settle("free", unlimited, 10, 10, t)
+            with pytest.raises(ValueError, match="0 or more"):
+                await limiter.settle("k", Limits(budget_usd=1.0), 1, -1, t)
+    run(scenario())
+
+
+def test_an_unlimited_key_never_touches_the_counters() -> None:
+    class Refuses(MemoryCounters):
+        async def take(self, *args: Any) -> Any:
+            raise AssertionError("touched")
+
+        async def add(self, *args: Any) -> None:
+            raise AssertionError("touched")
+
+    async def scenario() -> None:
+        limiter = Limiter(Refuses())
+        assert await limiter.admit("k", Limits()) is not None
+        await limiter.settle("k", Limits(), 100, 100)
+        await limiter.settle("k", Limits(requests_per_minute=3), 100, 100)
+    run(scenario())
+
+
+# ── two processes, one shared backend ─────────────────────────────────────
+
+def _admit_in_child(kind: str, where: str, prefix: str, now: float, barrier: Any, out: Any) -> None:
+    async def main() -> int:
+        counters = SqliteCounters(where) if kind == "sqlite" else RedisCounters(where, PASSWORD_ENV, prefix)
+        async with counters:
+            limiter = Limiter(counters)
+            limits = Limits(requests_per_minute=150, budget_usd=100.0)
+            await asyncio.to_thread(barrier.wait)
+            passed = 0
+            for _ in range(20):
+                verdicts = await asyncio.gather(*(limiter.admit("shared", limits, now) for _ in range(10)))
+                passed += sum(map(bool, verdicts))
+            assert not counters.degraded, "counted locally: the backend refused"
+            return passed
+
+    try:
+        out.put(run(main()))
+    except BaseException as exc:  # said to the parent at once, not by its timeout
+        out.put(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@pytest.mark.parametrize("shared", ["sqlite", "redis"])
+def test_two_processes_admit_exactly_the_limit_between_them(shared: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            request: pytest.FixtureRequest) -> None:
+    if shared == "redis":
+        where = redis_url(request.getfixturevalue("redis_server").port)
+        monkeypatch.setenv(PASSWORD_ENV, password())  # the children inherit it
+    else:
+        where = str(tmp_path / "shared.sqlite3")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    prefix = f"two-{uuid.uuid4().hex[:8]}:"
+    children = [ctx.Process(target=_admit_in_child, args=(shared, where, prefix, at(2030, 1, 15, 12, 0, 1), barrier,
+                                                          out)) for _ in range(2)]
+    for child in children:
+        child.start()
+    try:
+        passed = [out.get(timeout=60) for _ in children]
+    finally:
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    assert [child.exitcode for child in children] == [0, 0]
+    assert sum(passed) == 150, passed  # 400 tried, 200 each
+
+
+# ── sqlite ────────────────────────────────────────────────────────────────
+
+def test_sqlite_tables_can_share_the_stores_file(tmp_path: Path) -> None:
+    from fastroute.storage.sqlite import SqliteStore
+
+    path = tmp_path / "state.sqlite3"
+    rpm = Limits(requests_per_minute=2)
+
+    async def scenario() -> None:
+        async with SqliteStore(path) as store, SqliteCounters(path) as counters:
+            store.put("resp_1", b"body", 60)
+            await store.flush()
+            assert await admits(Limiter(counters), "k", rpm, at(2030, 1, 15), 3) == [True, True, False]
+        async with SqliteCounters(path) as again, SqliteStore(path) as store:  # a restart: both still there
+            assert await store.get("resp_1") == b"body"
+            assert not await Limiter(again).admit("k", rpm, at(2030, 1, 15))
+    run(scenario())
+    db = sqlite3.connect(path)
+    try:
+        assert dict(db.execute("SELECT key, value FROM meta WHERE key LIKE '%schema_version'")) == {
+            "schema_version": "1", "counters_schema_version": "1"}
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        db.close()
+
+
+def test_sqlite_locked_beyond_the_busy_timeout_counts_locally_then_adds(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="fastroute.governance")
+    path = tmp_path / "locked.sqlite3"
+    rpm = Limits(requests_per_minute=10)
+    t = at(2030, 1, 15, 12, 0, 5)
+
+    async def scenario() -> None:
+        async with SqliteCounters(path, busy_timeout_s=0.1) as counters:
+            counters.retry_first_s = 0.1
+            limiter = Limiter(counters)
+            assert await admits(limiter, "k", rpm, t, 4) == [True] * 4
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for long
+            try:
+                # from the 4 it last saw: 6 more pass here, then the limit holds
+                assert await admits(limiter, "k", rpm, t + 1, 7) == [True] * 6 + [False]
+                assert counters.degraded
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            deadline = time.monotonic() + 20
+            while counters.degraded:
+                assert time.monotonic() < deadline, caplog.text
+                await asyncio.sleep(0.05)
+            async with SqliteCounters(path) as other:  # another worker sees the 6 made locally
+                assert not await Limiter(other).admit("k", rpm, t + 2)
+    run(scenario())
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT requests FROM counter_minutes WHERE name = 'k'").fetchall() == [(10,)]
+    finally:
+        db.close()
+    assert caplog.text.count(f"limits: cannot reach {path}") == 1
+    assert caplog.text.count(f"limits: {path} is back") == 1
+
+
+def test_sqlite_purges_minutes_and_periods_no_longer_read(tmp_path: Path) -> None:
+    path = tmp_path / "purge.sqlite3"
+    limits = Limits(requests_per_minute=10, budget_usd=1.0, budget_period="day")
+
+    async def scenario() -> None:
+        async with SqliteCounters(path, purge_interval_s=0.05) as counters:
+            limiter = Limiter(counters)
+            for day in (14, 15):
+                assert await limiter.admit("k", limits, at(2030, 1, day, 12))
+                await limiter.settle("k", limits, 0, 10, at(2030, 1, day, 12))
+            await asyncio.sleep(0.3)
+            db = sqlite3.connect(path)
+            try:
+                assert db.execute("SELECT minute FROM counter_minutes").fetchall() == [
+                    (int(at(2030, 1, 15, 12)) // 60,)]
+                assert db.execute("SELECT period FROM counter_spend").fetchall() == [("day:2030-01-15",)]
+            finally:
+                db.close()
+    run(scenario())
+
+
+# ── redis ─────────────────────────────────────────────────────────────────
+
+def test_redis_keys_their_expiry_and_no_password_shown(redis_server: Any, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import redis.asyncio as redis
+
+    caplog.set_level(logging.WARNING, logger="fastroute.governance")
+    monkeypatch.setenv(PASSWORD_ENV, password())
+    url = redis_url(redis_server.port)
+    t = at(2030, 1, 15, 23, 0, 15)
+    minute = int(t) // 60
+    limits = Limits(requests_per_minute=10, tokens_per_minute=10_000, budget_usd=1.0, budget_period="day")
+
+    async def scenario() -> None:
+        raw = redis.from_url(url, password=password())
+        async with RedisCounters(url, PASSWORD_ENV, "keys-test:") as counters:
+            assert password() not in counters.where and password() not in repr(counters)
+            limiter = Limiter(counters)
+            assert await limiter.admit("team-a", limits, t)
+            await limiter.settle("team-a", limits, 321, 4_567, t)
+            assert await raw.hgetall(f"keys-test:lim:{{team-a}}:m:{minute}") == {b"r": b"1", b"t": b"321"}
+            assert await raw.get("keys-test:lim:{team-a}:s:day:2030-01-15") == b"4567"
+            # the minute's hash lives to the end of the next minute (+60 s), the day's spend to midnight (+1 h)
+            assert 160_000 < await raw.pttl(f"keys-test:lim:{{team-a}}:m:{minute}") <= 165_000
+            assert 7_180_000 < await raw.pttl("keys-test:lim:{team-a}:s:day:2030-01-15") <= 7_185_000
+            total = Limits(budget_usd=1.0, budget_period="total")
+            await limiter.settle("team-a", total, 0, 1, t)
+            assert await raw.pttl("keys-test:lim:{team-a}:s:total") == -1  # never expires
+        monkeypatch.setenv("FR_TEST_LIMITER_WRONG_PASSWORD", password() + "-wrong")
+        async with RedisCounters(url, "FR_TEST_LIMITER_WRONG_PASSWORD", "keys-test:") as wrong:  # refused: local
+            assert await Limiter(wrong).admit("team-a", limits, t)
+            assert wrong.degraded
+        await raw.aclose()
+
+    run(scenario())
+    assert caplog.text.count(f"limits: cannot reach {url} (AuthenticationError") == 1
+    assert password() not in caplog.text
+
+
+def test_redis_merge_of_one_batch_counts_once(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer to a merge was lost and it is sent again: its marker makes the second a no-op."""
+    import redis.asyncio as redis
+
+    monkeypatch.setenv(PASSWORD_ENV, password())
+    url = redis_url(redis_server.port)
+    t = at(2030, 1, 15, 12, 0, 15)
+    minute = int(t) // 60
+
+    async def scenario() -> None:
+        async with RedisCounters(url, PASSWORD_ENV, "merge-test:") as counters:
+            batch = _Batch({("k", minute): [3, 70], ("k", minute - 5): [9, 9]},
+                           {("k", "month:2030-01"): [500, int(at(2030, 2, 1) * 1000)]})
+            assert await counters._merge(batch, int(t * 1000)) == 1  # the minute 5 minutes back: dropped
+            assert await counters._merge(batch, int(t * 1000)) == 1
+        raw = redis.from_url(url, password=password())
+        assert await raw.hgetall(f"merge-test:lim:{{k}}:m:{minute}") == {b"r": b"3", b"t": b"70"}
+        assert await raw.get("merge-test:lim:{k}:s:month:2030-01") == b"500"
+        assert not await raw.exists(f"merge-test:lim:{{k}}:m:{minute - 5}")
+        await raw.aclose()
+    run(scenario())
+
+
+def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              caplog: pytest.LogCaptureFixture) -> None:
+    """Killed mid-test: admits go on here from the counts last seen; restarted: what was counted here
+    meanwhile is added — the current and previous minute and periods not ended, nothing older."""
+    import redis.asyncio as redis
+
+    caplog.set_level(logging.WARNING, logger="fastroute.governance")
+    monkeypatch.setenv(PASSWORD_ENV, password())
+    port = free_port()
+    url = redis_url(port)
+    server = AofRedis(port, tmp_path)
+    t0 = at(2030, 1, 15, 23, 58, 10)
+    m0 = int(t0) // 60
+    kept = Limits(requests_per_minute=100, budget_usd=2.0, budget_period="month")
+    gone = Limits(budget_usd=1.0, budget_period="day")
+
+    async def pay(limiter: Limiter, name: str, limits: Limits, now: float, n: int, micros: int) -> None:
+        for _ in range(n):
+            assert await limiter.admit(name, limits, now)
+            await limiter.settle(name, limits, 0, micros, now)
+
+    async def scenario() -> None:
+        nonlocal server
+        async with RedisCounters(url, PASSWORD_ENV, "down:") as counters:
+            counters.retry_first_s = 0.1
+            limiter = Limiter(counters)
+            await pay(limiter, "kept", kept, t0, 5, 100_000)
+            await pay(limiter, "gone", gone, t0, 1, 100_000)
+            server.kill()
+            started = time.monotonic()
+            await pay(limiter, "kept", kept, t0 + 1, 3, 100_000)
+            assert counters.degraded and time.monotonic() - started < 2  # no wait on a dead server
+            await pay(limiter, "gone", gone, t0 + 1, 1, 200_000)
+            await pay(limiter, "kept", kept, t0 + 60, 4, 100_000)
+            # what it last saw (500,000) plus what it spent here (700,000): a budget of 1.2 is spent
+            assert await limiter.admit("kept", Limits(budget_usd=1.2), t0 + 60) == Verdict(
+                False, "budget_usd", int(at(2030, 2, 1) - t0 - 60))
+            await pay(limiter, "kept", kept, t0 + 120, 1, 100_000)  # 00:00:10 on the 16th: newest time seen
+            assert caplog.text.count("limits: cannot reach") == 1, caplog.text
+            server = AofRedis(port, tmp_path)  # back, with what it had (its append-only file)
+            deadline = time.monotonic() + 30
+            while counters.degraded:
+                assert time.monotonic() < deadline, caplog.text
+                await asyncio.sleep(0.05)
+            assert await limiter.admit("kept", Limits(budget_usd=1.3), t0 + 120) == Verdict(
+                False, "budget_usd", int(at(2030, 2, 1) - t0 - 120))
+            assert await limiter.admit("kept", Limits(budget_usd=1.300001), t0 + 120)
+        raw = redis.from_url(url, password=password())
+        try:
+            minutes = {m: await raw.hgetall(f"down:lim:{{kept}}:m:{m}") for m in (m0, m0 + 1, m0 + 2)}
+            assert minutes == {m0: {b"r": b"5"},  # the 3 made here in 23:58 are dropped: no window reads it
+                               m0 + 1: {b"r": b"4"}, m0 + 2: {b"r": b"2"}}  # 1 made here, 1 after
+            assert await raw.get("down:lim:{kept}:s:month:2030-01") == b"1300000"  # 500,000 + 800,000 made here
+            assert await raw.get("down:lim:{gone}:s:day:2030-01-15") == b"100000"  # the day ended: dropped
+        finally:
+            await raw.aclose()
+
+    try:
+        run(scenario())
+    finally:
+        server.kill()
+    assert caplog.text.count(f"limits: cannot reach {url} (ConnectionError") == 1
+    assert caplog.text.count(f"limits: {url} is back; added what this process counted meanwhile: 2 minute(s) and "
+                             "1 period(s) of 1 key(s); 3 minute(s) or period(s) that had ended dropped") == 1
+    assert password() not in caplog.text
+
+
+def test_redis_away_from_the_start(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="fastroute.governance")
+    url = redis_url(free_port())  # nothing listens there
+
+    async def scenario() -> None:
+        async with RedisCounters(url, None, "never:") as counters:
+            limiter = Limiter(counters)
+            verdicts = await asyncio.gather(*(limiter.admit("k", Limits(requests_per_minute=3)) for _ in range(5)))
+            assert sum(map(bool, verdicts)) == 3
+            assert counters.degraded
+    run(scenario())
+    assert caplog.text.count("limits: cannot reach") == 1
+    assert "closing with counts made in this process not added" in caplog.text
+
+
+# ── the parts ─────────────────────────────────────────────────────────────
+
+def test_periods_in_utc() -> None:
+    def ms(*parts: int) -> int:
+        return int(at(*parts) * 1000)
+
+    assert period_of("day", ms(2030, 1, 15, 23, 59)) == (ms(2030, 1, 15), ms(2030, 1, 16), "day:2030-01-15")
+    assert period_of("week", ms(2030, 1, 13, 23)) == (ms(2030, 1, 7), ms(2030, 1, 14), "week:2030-01-07")  # a Sunday
+    assert period_of("week", ms(2030, 1, 14)) == (ms(2030, 1, 14), ms(2030, 1, 21), "week:2030-01-14")  # a Monday
+    assert period_of("month", ms(2028, 2, 29, 12)) == (ms(2028, 2, 1), ms(2028, 3, 1), "month:2028-02")
+    assert period_of("month", ms(2029, 12, 31, 23)) == (ms(2029, 12, 1), ms(2030, 1, 1), "month:2029-12")
+    assert period_of("total", ms(2029, 12, 31)) == (0, 0, "total")
+
+
+def test_window_wait_matches_the_rule() -> None:
+    """The wait each refusal announces is the first ms the same counts would be admitted."""
+    from fastroute.governance.counters import exceeds
+
+    for limit, elapsed, prev, cur in [(10, 15_000, 0, 10), (10, 0, 10, 1), (1000, 15_000, 0, 1100), (7, 59_999, 3, 7),
+                                      (10, 30_000, 25, 0), (3, 1, 10**6, 0), (5, 0, 0, 10**6)]:
+        assert exceeds(elapsed, limit, -1, -1, prev, cur, 0, 0, 0)
+        wait = window_wait_ms(limit, elapsed, prev, cur)
+        assert wait is not None and wait > 0
+        t = elapsed + wait
+        counts = (prev, cur) if t < 60_000 else ((cur, 0) if t < 120_000 else (0, 0))
+        assert not exceeds(t % 60_000, limit, -1, -1, *counts, 0, 0, 0), (limit, elapsed, prev, cur, wait)
+        t -= 1
+        counts = (prev, cur) if t < 60_000 else ((cur, 0) if t < 120_000 else (0, 0))
+        assert exceeds(t % 60_000, limit, -1, -1, *counts, 0, 0, 0), (limit, elapsed, prev, cur, wait)
+    assert window_wait_ms(0, 0, 0, 0) is None
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"requests_per_minute": -1}, "requests_per_minute: must be a whole number, 0 or more, got -1"),
+    ({"tokens_per_minute": 1.5}, "tokens_per_minute: must be a whole number"),
+    ({"requests_per_minute": True}, "requests_per_minute: must be a whole number"),
+    ({"budget_usd": -0.01}, "budget_usd: must be a number of dollars, 0 or more"),
+    ({"budget_usd": float("nan")}, "budget_usd: must be a number"),
+    ({"budget_period": "year"}, "budget_period: must be one of day, week, month, total, got 'year'"),
+])
+def test_limits_are_checked_when_built(kwargs: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error.replace("(", r"\(")):
+        Limits(**kwargs)
+    assert Limits(budget_usd=12.345678).budget_micros == 12_345_678
+    assert Limits(requests_per_minute=0).budget_micros is None
+
+
+def test_a_limit_of_zero_refuses_for_good() -> None:
+    async def scenario() -> None:
+        limiter = Limiter(MemoryCounters())
+        assert await limiter.admit("k", Limits(requests_per_minute=0)) == Verdict(False, "requests_per_minute", None)
+        assert await limiter.admit("k", Limits(budget_usd=0, budget_period="day"), at(2030, 1, 15, 12)) == Verdict(
+            False, "budget_usd", 12 * 3600)
+    run(scenario())
+
+
+def test_importing_the_limiter_is_light() -> None:
+    code = ("import sys, fastroute.governance.limiter;"
+            "print(','.join(m for m in ('redis', 'sqlite3', 'fastroute.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == ""
+
+
+def test_memory_admit_and_settle_take_microseconds() -> None:
+    """The request path's cost with the memory kind (the benchmark has the figures): well under 50 µs."""
+    limits = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, budget_usd=10**6)
+
+    async def scenario() -> float:
+        limiter = Limiter(MemoryCounters())
+        n = 2000
+        start = time.perf_counter()
+        for _ in range(n):
+            await limiter.admit("k", limits)
+            await limiter.settle("k", limits, 100, 10)
+        return (time.perf_counter() - start) / n
+
+    assert run(scenario()) < 50e-6
