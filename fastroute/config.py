@@ -282,10 +282,6 @@ class AdminConfig:
     token_env: str | None = None
 
 
-#: the per-key limits the request path enforces (the others are refused in the config)
-ENFORCED_KEY_LIMITS: frozenset[str] = frozenset()
-
-
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
     requests_per_minute: int | None = None
@@ -507,10 +503,6 @@ def _check_keys(cfg: Config, v: _Validator) -> None:
                 v.fail(f"{path}.rate_limit.{field_name}", f"must be at least 1, got {value}")
         if k.budget is not None and k.budget.usd < 0:
             v.fail(f"{path}.budget.usd", f"must be 0 or more, got {k.budget.usd}")
-        for limit in ("rate_limit", "budget"):  # refused rather than accepted and ignored
-            if getattr(k, limit) is not None and limit not in ENFORCED_KEY_LIMITS:
-                v.fail(f"{path}.{limit}", "is not enforced by this version of fastroute yet; remove it "
-                                          "(a limit that is not enforced would only look like one)")
     if cfg.keys:
         for i, p in enumerate(cfg.providers):
             if p.forward_client_key:

@@ -120,6 +120,12 @@ class RateLimited(RequestError):
     status = 429
     error_type = "rate_limit_error"
 
+    def __init__(self, message: str, *, retry_after_s: int | None = None, param: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+        #: whole seconds until the limit admits again (the answer's Retry-After); None: not by waiting
+        self.retry_after_s = retry_after_s
+
 
 class ProviderStatusError(RequestError):
     """The provider answered with its own client error (4xx): kept as it is.

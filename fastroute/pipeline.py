@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from random import getrandbits
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +38,7 @@ import orjson
 
 from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage, own_call
 from fastroute.config import Config
-from fastroute.errors import Forbidden, RequestError, UpstreamError
+from fastroute.errors import Forbidden, RateLimited, RequestError, UpstreamError
 from fastroute.headers import MAX_MODEL_CHARS, check_model_name, header_value
 from fastroute.limits import StreamLineTooLong
 from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
@@ -57,6 +56,9 @@ JSON = b"application/json"
 #: status recorded when the client went away before the end (nginx's convention)
 CLIENT_CLOSED = 499
 EVENT_STREAM = b"text/event-stream"
+#: how a refusal names the limit a key reached
+LIMIT_WORDS = {"requests_per_minute": "limit of requests per minute", "tokens_per_minute": "limit of tokens per minute",
+               "budget_usd": "budget"}
 #: pieces of a stream's text gathered before they are merged (see :func:`compact`)
 COMPACT_AT = 64
 
@@ -99,6 +101,10 @@ class Exchange:
     key_name: str | None = None
     #: the agent's session the request belongs to, when the client says
     session: str | None = None
+    #: the key's limits this exchange was admitted under (its usage and cost are counted at the end)
+    limits: Any = None
+    #: what it cost, from its usage (set at its end; None: nothing prices it)
+    cost_micros: int | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -227,8 +233,10 @@ class Streamed:
 class Pipeline:
     def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
                  health: Health | None = None, recorder: Recorder | None = None,
-                 states: dict[str, Any] | None = None) -> None:
+                 states: dict[str, Any] | None = None, limiter: Any = None) -> None:
         self.config = config
+        #: rate limits and budgets per key (governance.limiter.Limiter); None: nothing is limited
+        self.limiter = limiter
         #: per client dialect, the state it keeps across requests (Responses: responses_store.ResponsesStore)
         self.states = states or {}
         self.providers = providers
@@ -263,9 +271,28 @@ class Pipeline:
         self.in_flight -= 1
         ex.duration_ms = ex.elapsed_ms()
         try:
+            ex.cost_micros = self.recorder.cost_of(ex)
             self.recorder.complete(ex, self.in_flight)
         except Exception:  # recording must never take an answer down with it
             log.exception("recording failed for %s", ex.id)
+        if ex.limits is not None:
+            self._settle(ex)
+
+    def _settle(self, ex: Exchange) -> None:
+        """Count the exchange's tokens and cost against its key's limits (a stream's at its end)."""
+        usage = ex.usage
+        tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop left (a dropped stream at exit): nothing can be counted now
+            log.warning("request %s: its usage could not be counted against key %r's limits", ex.id, ex.key_name)
+            return
+        self._closing(loop.create_task(self.limiter.settle(ex.key_name, ex.limits, tokens, ex.cost_micros or 0)))
+
+    async def settled(self) -> None:
+        """Wait for the ends still running (streams dropped unread, usage being counted)."""
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
     def _closing(self, task: asyncio.Task[None]) -> None:
         self._ending.add(task)
@@ -276,7 +303,10 @@ class Pipeline:
         if not ex.ended:
             ex.status, ex.error = err.http_status, err.message
         self.end(ex)
-        return Answer(err.http_status, body, self._headers(ex))
+        headers = self._headers(ex)
+        if isinstance(err, RateLimited) and err.retry_after_s is not None:
+            headers.append((b"retry-after", str(err.retry_after_s).encode()))
+        return Answer(err.http_status, body, headers)
 
     async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None,
                        client_headers: dict[str, str] | None = None, caller: Any = None) -> Answer | StreamAnswer:
@@ -321,6 +351,8 @@ class Pipeline:
             raise Forbidden(f"key {key.name!r} may not use model '{model}'", param="model", code="model_not_allowed")
         if ex.session is None:
             ex.session = session_in(body)
+        if key is not None and key.limits is not None and self.limiter is not None:
+            await self._admit(ex, key)
         self.recorder.start(ex, self.in_flight)
         requested = body.pop("plugins", None) if "plugins" in body else None
         plugins = ask.plugins = self.plugins.for_request(requested)
@@ -347,6 +379,17 @@ class Pipeline:
                 ask.body = None  # the request changed: it is rendered from the canonical model now
         self.recorder.classified(ex)
         return await self._with_failover(ask, self._route(model, ask))
+
+    async def _admit(self, ex: Exchange, key: Any) -> None:
+        """Count the request against its key's limits, or refuse it (429, ``Retry-After``)."""
+        verdict = await self.limiter.admit(key.name, key.limits)
+        if not verdict:
+            what = LIMIT_WORDS.get(verdict.limit, verdict.limit)
+            wait = f"; try again in {verdict.retry_after_s} s" if verdict.retry_after_s is not None else \
+                "; it does not reset by itself"
+            raise RateLimited(f"key {key.name!r} reached its {what}{wait}", retry_after_s=verdict.retry_after_s,
+                              code=verdict.limit)
+        ex.limits = key.limits
 
     async def _hooks(self, hook: str, ask: Ask) -> Any:
         """Run one hook of every plugin.  Returns STOPPED, True (something changed) or False.

@@ -157,10 +157,6 @@ def test_keys_in_config() -> None:
           r"keys\[0\].budget.period: must be one of 'day', 'week', 'month', 'total'")
     check([{"name": "a", "key_env": "A", "rate_limit": {"requests_per_minute": 0}}],
           r"keys\[0\].rate_limit.requests_per_minute: must be at least 1")
-    # not enforced yet: refused, never accepted and ignored
-    check([{"name": "a", "key_env": "A", "rate_limit": {"requests_per_minute": 5}}],
-          r"keys\[0\].rate_limit: is not enforced by this version")
-    check([{"name": "a", "key_env": "A", "budget": {"usd": 5}}], r"keys\[0\].budget: is not enforced")
     with pytest.raises(ConfigError, match=r"providers\[0\].forward_client_key: cannot be true while \[\[keys\]\]"):
         config_from_dict({"keys": [{"name": "a", "key_env": "A"}],
                           "providers": [{"name": "p", "format": "openai", "base_url": "http://h/v1",

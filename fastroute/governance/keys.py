@@ -57,6 +57,8 @@ class Key:
     models: tuple[str, ...] = ("*",)
     config: KeyConfig | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: its rate limits and budget (governance.limiter.Limits), None: none
+    limits: Any = None
     _pattern: re.Pattern[str] | None = None
     _allowed: dict[str, bool] = field(default_factory=dict)
 
@@ -73,6 +75,18 @@ class Key:
         return known
 
 
+def limits_of(k: KeyConfig) -> Any:
+    """The key's ``rate_limit`` and ``budget`` as the limiter counts them; None when it has neither."""
+    if k.rate_limit is None and k.budget is None:
+        return None
+    from fastroute.governance.limiter import Limits
+
+    rl, budget = k.rate_limit, k.budget
+    return Limits(requests_per_minute=rl.requests_per_minute if rl else None,
+                  tokens_per_minute=rl.tokens_per_minute if rl else None,
+                  budget_usd=budget.usd if budget else None, budget_period=budget.period if budget else "month")
+
+
 class KeyRing:
     """The keys a server accepts.  ``required`` is False when none is configured: then anyone may call."""
 
@@ -81,6 +95,8 @@ class KeyRing:
         for key in keys:
             self._by_digest[key.sha256] = key
         self.required = bool(keys)
+        #: some key has a rate limit or a budget
+        self.limited = any(k.limits is not None for k in keys)
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> KeyRing:
@@ -97,7 +113,7 @@ class KeyRing:
             else:
                 assert k.key_sha256 is not None  # the config requires one of the two
                 sha = bytes.fromhex(k.key_sha256)
-            keys.append(Key(k.name, sha, k.models, k, dict(k.metadata)))
+            keys.append(Key(k.name, sha, k.models, k, dict(k.metadata), limits_of(k)))
         return cls(keys)
 
     def find(self, presented: str | None) -> Key | None:

@@ -96,13 +96,17 @@ class Recorder:
         self.events.publish({"type": "routed", "id": ex.id, "ts_ms": _now_ms(), "provider": ex.provider,
                              "model": ex.sent_model, "rule": ex.rule})
 
+    def cost_of(self, ex: Any) -> int | None:
+        """What the exchange cost in micro-dollars, from its usage; None when nothing prices it."""
+        if ex.usage is None or self.pricing is None:
+            return None
+        return self.pricing.cost(ex.provider, ex.sent_model or ex.requested_model, ex.usage)
+
     def entry(self, ex: Any, last: int | None = None) -> dict[str, Any]:
         """The log entry: the seed's fields, plus id, usage, cost, time to first token and the attempts.
         ``last``: only that many of the messages (what an event shows, when no log is kept)."""
         usage = ex.usage.as_dict() if ex.usage is not None else None
-        micros = None
-        if ex.usage is not None and self.pricing is not None:
-            micros = self.pricing.cost(ex.provider, ex.sent_model or ex.requested_model, ex.usage)
+        micros = ex.cost_micros
         request = ex.request
         return {
             "ts_ms": ex.ts_ms, "id": ex.id, "dialect": ex.dialect, "stream": ex.stream, "key_name": ex.key_name,

@@ -6,6 +6,7 @@ import asyncio
 from importlib import resources
 import logging
 import os
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cached_property
 from types import ModuleType
@@ -18,6 +19,7 @@ from blacksheep.exceptions import MessageAborted
 from fastroute.config import Config, require_env
 from fastroute.errors import BadRequest, ClientClosed, NotFound, PayloadTooLarge, RequestError, Unauthorized
 from fastroute.governance.keys import Caller, Key, KeyRing, client_key
+from fastroute.governance.limiter import Counters, Limiter, MemoryCounters, RedisCounters, SqliteCounters
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
@@ -423,6 +425,24 @@ def open_audit(config: Config) -> AuditLog | None:
     return SqliteAuditLog(a.path, retention_days=a.retention_days or None)
 
 
+def open_counters(config: Config, keys: KeyRing) -> Counters | None:
+    """Where the keys' rate limits and budgets are counted: as ``[storage]`` says (one SQLite file
+    beside the state for the workers of a machine, Redis for many instances); None when no key
+    has a limit."""
+    if not keys.limited:
+        return None
+    s = config.storage
+    if s.kind == "memory":
+        return MemoryCounters()
+    if s.kind == "redis":
+        assert s.redis_url is not None  # the config's validation requires it
+        return RedisCounters(s.redis_url, s.redis_password_env, s.key_prefix)
+    from fastroute.storage.sqlite import default_path
+
+    state = Path(s.path).expanduser() if s.path else default_path()
+    return SqliteCounters(state.with_name("limits.sqlite3"))
+
+
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
     """The application for one worker.  Sockets and clients open on startup, not here.
 
@@ -445,7 +465,10 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
                                      config.responses.max_bytes, keyed=keys.required,
                                      max_history_bytes=config.server.max_body_bytes)
     router = Router(config, providers, health.available, steady=health.steady)
-    pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state})
+    counters = open_counters(config, keys)
+    limiter = Limiter(counters) if counters is not None else None
+    pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state},
+                        limiter=limiter)
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, keys, metrics)
@@ -489,6 +512,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await store.start()
         if audit is not None:
             await audit.start()
+        if counters is not None:
+            await counters.start()
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
@@ -504,6 +529,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await store.close()  # every queued write is in the store after a clean stop
         if audit is not None:
             await audit.close()  # every request answered is in the audit log after a clean stop
+        if counters is not None:
+            await pipeline.settled()  # the last answers' usage counted
+            await counters.close()
 
     app.on_start += on_start
     app.on_stop += on_stop
