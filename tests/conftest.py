@@ -95,6 +95,31 @@ class FastrouteProcess:
         return self.proc.returncode
 
 
+def two_dialects(stub: StubUpstream, openai_prefix: str = "") -> str:
+    """Config lines: the stub as an openai and an anthropic provider; ``claude-*`` models go to the
+    anthropic one, models starting with ``openai_prefix`` to the openai one."""
+    return f"""[[providers]]
+name = "stub-openai"
+format = "openai"
+base_url = "{stub.base_url}"
+
+[[providers]]
+name = "stub-anthropic"
+format = "anthropic"
+base_url = "http://{stub.host}:{stub.port}"
+
+[[routers]]
+type = "prefix"
+model_prefix = "claude-"
+provider = "stub-anthropic"
+
+[[routers]]
+type = "prefix"
+model_prefix = "{openai_prefix}"
+provider = "stub-openai"
+"""
+
+
 @pytest.fixture(scope="session")
 def stub() -> Iterator[StubUpstream]:
     upstream = StubUpstream().start()

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import FastrouteProcess
+from tests.conftest import FastrouteProcess, two_dialects
 from tests.stub_upstream import StubUpstream
 
 ALICE = "sk-fr-audit-alice-0123456789"
@@ -40,26 +40,7 @@ models = ["gpt-*", "claude-*"]
 prompt_cost_per_million = 1000.0
 completion_cost_per_million = 2000.0
 
-[[providers]]
-name = "stub-openai"
-format = "openai"
-base_url = "{stub.base_url}"
-
-[[providers]]
-name = "stub-anthropic"
-format = "anthropic"
-base_url = "http://{stub.host}:{stub.port}"
-
-[[routers]]
-type = "prefix"
-model_prefix = "claude-"
-provider = "stub-anthropic"
-
-[[routers]]
-type = "prefix"
-model_prefix = "gpt-"
-provider = "stub-openai"
-"""
+{two_dialects(stub, openai_prefix="gpt-")}"""
 
 
 @pytest.fixture

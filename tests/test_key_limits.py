@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import FastrouteProcess
+from tests.conftest import FastrouteProcess, two_dialects
 from tests.stub_upstream import StubUpstream
 
 SECRET = "sk-fr-limited-0123456789abcdef"
@@ -45,26 +45,7 @@ budget = {{ usd = 0.000001, period = "day" }}
 prompt_cost_per_million = 1000.0
 completion_cost_per_million = 1000.0
 
-[[providers]]
-name = "stub-openai"
-format = "openai"
-base_url = "{stub.base_url}"
-
-[[providers]]
-name = "stub-anthropic"
-format = "anthropic"
-base_url = "http://{stub.host}:{stub.port}"
-
-[[routers]]
-type = "prefix"
-model_prefix = "claude-"
-provider = "stub-anthropic"
-
-[[routers]]
-type = "prefix"
-model_prefix = ""
-provider = "stub-openai"
-"""
+{two_dialects(stub)}"""
 
 
 @pytest.fixture

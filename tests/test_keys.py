@@ -18,7 +18,7 @@ import pytest
 from fastroute.config import config_from_dict
 from fastroute.errors import ConfigError
 from fastroute.governance.keys import KeyRing
-from tests.conftest import FastrouteProcess
+from tests.conftest import FastrouteProcess, two_dialects
 from tests.stub_upstream import StubUpstream
 
 ALICE = "sk-fr-alice-0123456789abcdef"
@@ -47,26 +47,7 @@ name = "bob"
 key_sha256 = "{bob_sha}"
 models = ["gpt-4o-mini"]
 
-[[providers]]
-name = "stub-openai"
-format = "openai"
-base_url = "{stub.base_url}"
-
-[[providers]]
-name = "stub-anthropic"
-format = "anthropic"
-base_url = "http://{stub.host}:{stub.port}"
-
-[[routers]]
-type = "prefix"
-model_prefix = "claude-"
-provider = "stub-anthropic"
-
-[[routers]]
-type = "prefix"
-model_prefix = ""
-provider = "stub-openai"
-"""
+{two_dialects(stub)}"""
 
 
 @pytest.fixture(scope="module")
