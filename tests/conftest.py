@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -20,6 +21,9 @@ from tests.stub_upstream import StubUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_KEY = "sk-provider-secret-0123456789"
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 
 def free_port() -> int:
@@ -260,3 +264,15 @@ def router(request: pytest.FixtureRequest, stub: StubUpstream,
 def fresh_stub(stub: StubUpstream) -> StubUpstream:
     stub.reset()
     return stub
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server with a password (tests.redis_server.PASSWORD), for a module's tests."""
+    from tests.redis_server import PASSWORD, RedisServer
+
+    server = RedisServer(free_port(), PASSWORD)  # skips (or fails, with FASTROUTE_REQUIRE_REDIS) without one
+    try:
+        yield server
+    finally:
+        server.stop()

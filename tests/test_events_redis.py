@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,41 +15,8 @@ import pytest
 from fastroute.config import config_from_dict
 from fastroute.errors import ConfigError
 from tests.conftest import ROOT, FastrouteProcess, free_port
+from tests.redis_server import PASSWORD, RedisServer, need_redis
 from tests.test_recording import Feed
-
-REDIS = shutil.which("redis-server")
-PASSWORD = "redis-pw-never-shown-4c1d"
-
-
-def _need_redis() -> None:
-    if REDIS is None:
-        if os.environ.get("FASTROUTE_REQUIRE_REDIS"):
-            pytest.fail("redis-server is required (FASTROUTE_REQUIRE_REDIS is set) but not installed")
-        pytest.skip("no redis-server on this machine (.ci/run installs Debian's)")
-
-
-class RedisServer:
-    def __init__(self, port: int, password: str | None = None) -> None:
-        _need_redis()
-        assert REDIS is not None
-        self.port = port
-        args = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        if password:
-            args += ["--requirepass", password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with __import__("socket").create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def config(redis_port: int, password_env: str | None = None) -> str:
@@ -121,7 +86,7 @@ def test_every_instance_sees_every_request(instances: tuple[FastrouteProcess, Fa
 
 
 def test_redis_down_then_back(tmp_path: Path) -> None:
-    _need_redis()
+    need_redis()
     port = free_port()
     conf = tmp_path / "later.toml"
     conf.write_text(config(port))

@@ -8,13 +8,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from fastroute.governance.limiter import (
     period_of,
     window_wait_ms,
 )
+from tests.redis_server import PASSWORD, RedisServer, redis_url
 
 # the module stays light to import: the two-process tests import it again in each child (spawn)
 KINDS = ["memory", "sqlite", "redis"]
@@ -55,55 +55,6 @@ def free_port() -> int:
     return free_port()
 
 
-def password() -> str:
-    from tests.test_events_redis import PASSWORD
-
-    return PASSWORD
-
-
-class AofRedis:
-    """A redis-server that writes every command to its append-only file before answering, so a
-    SIGKILL loses nothing and a restart on the same directory has it all back."""
-
-    def __init__(self, port: int, directory: Path) -> None:
-        from tests.test_events_redis import REDIS, _need_redis
-
-        _need_redis()
-        self.port = port
-        args = [str(REDIS), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password(), "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[Any]:
-    from tests.test_events_redis import PASSWORD, RedisServer
-
-    server = RedisServer(free_port(), PASSWORD)  # skips (or fails, with FASTROUTE_REQUIRE_REDIS) without one
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def redis_url(port: int) -> str:
-    return f"redis://127.0.0.1:{port}/0"
-
-
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -115,7 +66,7 @@ def new_counters(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
     """Builds counters of one kind: each call another worker of the same deployment."""
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
-        monkeypatch.setenv(PASSWORD_ENV, password())
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
         prefix = f"test-{uuid.uuid4().hex[:8]}:"  # each test its own keys on the shared server
         return lambda: RedisCounters(redis_url(server.port), PASSWORD_ENV, prefix)
     if kind == "sqlite":
@@ -309,7 +260,7 @@ def test_two_processes_admit_exactly_the_limit_between_them(shared: str, tmp_pat
                                                             request: pytest.FixtureRequest) -> None:
     if shared == "redis":
         where = redis_url(request.getfixturevalue("redis_server").port)
-        monkeypatch.setenv(PASSWORD_ENV, password())  # the children inherit it
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)  # the children inherit it
     else:
         where = str(tmp_path / "shared.sqlite3")
     ctx = multiprocessing.get_context("spawn")
@@ -421,16 +372,16 @@ def test_redis_keys_their_expiry_and_no_password_shown(redis_server: Any, monkey
     import redis.asyncio as redis
 
     caplog.set_level(logging.WARNING, logger="fastroute.governance")
-    monkeypatch.setenv(PASSWORD_ENV, password())
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     url = redis_url(redis_server.port)
     t = at(2030, 1, 15, 23, 0, 15)
     minute = int(t) // 60
     limits = Limits(requests_per_minute=10, tokens_per_minute=10_000, budget_usd=1.0, budget_period="day")
 
     async def scenario() -> None:
-        raw = redis.from_url(url, password=password())
+        raw = redis.from_url(url, password=PASSWORD)
         async with RedisCounters(url, PASSWORD_ENV, "keys-test:") as counters:
-            assert password() not in counters.where and password() not in repr(counters)
+            assert PASSWORD not in counters.where and PASSWORD not in repr(counters)
             limiter = Limiter(counters)
             assert await limiter.admit("team-a", limits, t)
             await limiter.settle("team-a", limits, 321, 4_567, t)
@@ -442,7 +393,7 @@ def test_redis_keys_their_expiry_and_no_password_shown(redis_server: Any, monkey
             total = Limits(budget_usd=1.0, budget_period="total")
             await limiter.settle("team-a", total, 0, 1, t)
             assert await raw.pttl("keys-test:lim:{team-a}:s:total") == -1  # never expires
-        monkeypatch.setenv("FR_TEST_LIMITER_WRONG_PASSWORD", password() + "-wrong")
+        monkeypatch.setenv("FR_TEST_LIMITER_WRONG_PASSWORD", PASSWORD + "-wrong")
         async with RedisCounters(url, "FR_TEST_LIMITER_WRONG_PASSWORD", "keys-test:") as wrong:  # refused: local
             assert await Limiter(wrong).admit("team-a", limits, t)
             assert wrong.degraded
@@ -450,14 +401,14 @@ def test_redis_keys_their_expiry_and_no_password_shown(redis_server: Any, monkey
 
     run(scenario())
     assert caplog.text.count(f"limits: cannot reach {url} (AuthenticationError") == 1
-    assert password() not in caplog.text
+    assert PASSWORD not in caplog.text
 
 
 def test_redis_merge_of_one_batch_counts_once(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer to a merge was lost and it is sent again: its marker makes the second a no-op."""
     import redis.asyncio as redis
 
-    monkeypatch.setenv(PASSWORD_ENV, password())
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     url = redis_url(redis_server.port)
     t = at(2030, 1, 15, 12, 0, 15)
     minute = int(t) // 60
@@ -468,7 +419,7 @@ def test_redis_merge_of_one_batch_counts_once(redis_server: Any, monkeypatch: py
                            {("k", "month:2030-01"): [500, int(at(2030, 2, 1) * 1000)]})
             assert await counters._merge(batch, int(t * 1000)) == 1  # the minute 5 minutes back: dropped
             assert await counters._merge(batch, int(t * 1000)) == 1
-        raw = redis.from_url(url, password=password())
+        raw = redis.from_url(url, password=PASSWORD)
         assert await raw.hgetall(f"merge-test:lim:{{k}}:m:{minute}") == {b"r": b"3", b"t": b"70"}
         assert await raw.get("merge-test:lim:{k}:s:month:2030-01") == b"500"
         assert not await raw.exists(f"merge-test:lim:{{k}}:m:{minute - 5}")
@@ -483,10 +434,10 @@ def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     import redis.asyncio as redis
 
     caplog.set_level(logging.WARNING, logger="fastroute.governance")
-    monkeypatch.setenv(PASSWORD_ENV, password())
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     port = free_port()
     url = redis_url(port)
-    server = AofRedis(port, tmp_path)
+    server = RedisServer(port, PASSWORD, aof_dir=tmp_path)
     t0 = at(2030, 1, 15, 23, 58, 10)
     m0 = int(t0) // 60
     kept = Limits(requests_per_minute=100, budget_usd=2.0, budget_period="month")
@@ -515,7 +466,7 @@ def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 False, "budget_usd", int(at(2030, 2, 1) - t0 - 60))
             await pay(limiter, "kept", kept, t0 + 120, 1, 100_000)  # 00:00:10 on the 16th: newest time seen
             assert caplog.text.count("limits: cannot reach") == 1, caplog.text
-            server = AofRedis(port, tmp_path)  # back, with what it had (its append-only file)
+            server = RedisServer(port, PASSWORD, aof_dir=tmp_path)  # back, with what it had (its append-only file)
             deadline = time.monotonic() + 30
             while counters.degraded:
                 assert time.monotonic() < deadline, caplog.text
@@ -523,7 +474,7 @@ def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             assert await limiter.admit("kept", Limits(budget_usd=1.3), t0 + 120) == Verdict(
                 False, "budget_usd", int(at(2030, 2, 1) - t0 - 120))
             assert await limiter.admit("kept", Limits(budget_usd=1.300001), t0 + 120)
-        raw = redis.from_url(url, password=password())
+        raw = redis.from_url(url, password=PASSWORD)
         try:
             minutes = {m: await raw.hgetall(f"down:lim:{{kept}}:m:{m}") for m in (m0, m0 + 1, m0 + 2)}
             assert minutes == {m0: {b"r": b"5"},  # the 3 made here in 23:58 are dropped: no window reads it
@@ -540,7 +491,7 @@ def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert caplog.text.count(f"limits: cannot reach {url} (ConnectionError") == 1
     assert caplog.text.count(f"limits: {url} is back; added what this process counted meanwhile: 2 minute(s) and "
                              "1 period(s) of 1 key(s); 3 minute(s) or period(s) that had ended dropped") == 1
-    assert password() not in caplog.text
+    assert PASSWORD not in caplog.text
 
 
 def test_redis_away_from_the_start(caplog: pytest.LogCaptureFixture) -> None:

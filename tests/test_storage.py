@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from fastroute.storage.memory import MemoryStore
 from fastroute.storage.redis import RedisStore
 from fastroute.storage.sqlite import MIGRATIONS, SqliteStore
 from tests.conftest import ROOT, free_port
-from tests.test_events_redis import PASSWORD, RedisServer
+from tests.redis_server import PASSWORD, RedisServer, redis_url
 
 KINDS = ["memory", "sqlite", "redis"]
 PASSWORD_ENV = "FR_TEST_STORAGE_REDIS_PASSWORD"
@@ -33,19 +33,6 @@ PASSWORD_ENV = "FR_TEST_STORAGE_REDIS_PASSWORD"
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), PASSWORD)  # skips (or fails, with FASTROUTE_REQUIRE_REDIS) without one
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def redis_url(port: int) -> str:
-    return f"redis://127.0.0.1:{port}/0"
 
 
 def storage_config(section: dict[str, Any]) -> Any:
