@@ -1,4 +1,4 @@
-"""``fastroute serve | check | init | tui | watch``."""
+"""``fastroute serve | check | init | tui | watch | keys | usage``."""
 
 from __future__ import annotations
 
@@ -213,12 +213,20 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("url", nargs="?", default="http://127.0.0.1:8090")
     t.add_argument("--api-key", help="the server's key, if it needs one (or $FASTROUTE_API_KEY)")
     t.set_defaults(func=cmd_tui)
+
+    from fastroute.admin_cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command in ("keys", "usage"):
+            from fastroute.admin_cli import run
+
+            return run(args)
         return args.func(args)
     except ConfigError as exc:
         print(f"fastroute: config error: {exc}", file=sys.stderr)

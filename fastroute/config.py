@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -484,31 +485,44 @@ def _check_keys(cfg: Config, v: _Validator) -> None:
     names: set[str] = set()
     for i, k in enumerate(cfg.keys):
         path = f"keys[{i}]"
-        if not k.name:
-            v.fail(f"{path}.name", "must not be empty")
         if k.name in names or k.name == "server" and cfg.server.api_key_env:
             v.fail(f"{path}.name", f"duplicate key name {k.name!r}" + (
                 " (\"server\" is the name of [server] api_key_env's key)" if k.name == "server" else ""))
         names.add(k.name)
-        if (k.key_env is None) == (k.key_sha256 is None):
-            v.fail(path, "needs exactly one of key_env (the variable holding the secret) and key_sha256")
-        if k.key_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", k.key_sha256):
-            v.fail(f"{path}.key_sha256", "must be 64 hex digits (the SHA-256 of the secret)")
-        if not k.models:
-            v.fail(f"{path}.models", 'must name at least one model glob; ["*"] allows every model')
-        rl = k.rate_limit
-        for field_name in ("requests_per_minute", "tokens_per_minute"):
-            value = getattr(rl, field_name) if rl is not None else None
-            if value is not None and value < 1:
-                v.fail(f"{path}.rate_limit.{field_name}", f"must be at least 1, got {value}")
-        if k.budget is not None and k.budget.usd < 0:
-            v.fail(f"{path}.budget.usd", f"must be 0 or more, got {k.budget.usd}")
+        _check_key(k, path, v)
     if cfg.keys:
         for i, p in enumerate(cfg.providers):
             if p.forward_client_key:
                 v.fail(f"providers[{i}].forward_client_key",
                        "cannot be true while [[keys]] are configured: clients present fastroute's own keys, "
                        f"which must never reach a provider; give provider {p.name!r} its own key with api_key_env")
+
+
+def _check_key(k: KeyConfig, path: str, v: _Validator) -> None:
+    if not k.name:
+        v.fail(f"{path}.name", "must not be empty")
+    if (k.key_env is None) == (k.key_sha256 is None):
+        v.fail(path, "needs exactly one of key_env (the variable holding the secret) and key_sha256")
+    if k.key_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", k.key_sha256):
+        v.fail(f"{path}.key_sha256", "must be 64 hex digits (the SHA-256 of the secret)")
+    if not k.models:
+        v.fail(f"{path}.models", 'must name at least one model glob; ["*"] allows every model')
+    rl = k.rate_limit
+    for field_name in ("requests_per_minute", "tokens_per_minute"):
+        value = getattr(rl, field_name) if rl is not None else None
+        if value is not None and value < 1:
+            v.fail(f"{path}.rate_limit.{field_name}", f"must be at least 1, got {value}")
+    if k.budget is not None and (k.budget.usd < 0 or not math.isfinite(k.budget.usd)):
+        v.fail(f"{path}.budget.usd", f"must be a number of dollars, 0 or more, got {k.budget.usd}")
+
+
+def key_from_dict(data: Any, path: str = "", source: str = "<key>") -> KeyConfig:
+    """One key as ``[[keys]]`` holds it (a dict), validated as the config validates it: the admin
+    API's keys and the config's are one shape.  ConfigError names the JSON path (under ``path``)."""
+    v = _Validator(source)
+    k = v.build(KeyConfig, data, path)
+    _check_key(k, path, v)
+    return k
 
 
 def _check_redis_url(v: _Validator, section: str, url: str) -> None:

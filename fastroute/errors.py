@@ -11,7 +11,9 @@ Every error that can reach a client knows its HTTP status and its error type;
         ├── BadRequest              400 invalid_request_error
         │   └── NoRoute             400 no provider configured for model '…'
         ├── Unauthorized            401 authentication_error
+        ├── Forbidden               403 permission_error: the key may not use that model
         ├── NotFound                404 not_found_error
+        ├── Conflict                409 conflict_error: the admin API's key name is taken, or the config's
         ├── PayloadTooLarge         413 request_too_large
         ├── ClientClosed            499 the client left before its body arrived
         ├── RateLimited             429 rate_limit_error
@@ -102,6 +104,13 @@ class Forbidden(RequestError):
 class NotFound(RequestError):
     status = 404
     error_type = "not_found_error"
+
+
+class Conflict(RequestError):
+    """What the admin API was asked to do clashes with what is there (a name taken, a key of the config)."""
+
+    status = 409
+    error_type = "conflict_error"
 
 
 class ClientClosed(RequestError):

@@ -22,8 +22,9 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
+
+from fastroute.storage.base import Backed
 
 #: the groups :meth:`AuditLog.usage` sums by
 GroupBy = Literal["key", "model", "day", "session"]
@@ -124,7 +125,7 @@ def usage_order(row: dict[str, Any], group_by: str) -> tuple[Any, ...]:
     return (-row["cost_micros"], -row["requests"], group is not None, group if group is not None else "")
 
 
-class AuditLog(abc.ABC):
+class AuditLog(Backed, abc.ABC):
     """Where audit records go, and the queries over them.
 
     Build it anywhere (nothing is opened); ``await start()`` on the worker's event loop (after
@@ -171,17 +172,6 @@ class AuditLog(abc.ABC):
     @abc.abstractmethod
     async def purge(self, older_than_ms: int) -> int:
         """Remove the records with ``timestamp < older_than_ms``; how many were removed."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.where}>"
 
 
 # ── queries over records in memory (the memory log; a twin of the SQL) ─────

@@ -69,10 +69,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from fastroute.storage.base import StorageError
+from fastroute.storage.base import Backed, StorageError
 
 if TYPE_CHECKING:
     import sqlite3
@@ -105,7 +104,7 @@ def exceeds(elapsed_ms: int, rpm: int, tpm: int, budget: int,
     return refused
 
 
-class Counters(abc.ABC):
+class Counters(Backed, abc.ABC):
     """Counts per key name.  Nothing is opened until :meth:`start`, on the worker's event loop.
 
     ``now_ms``: UNIX milliseconds; a limit of -1: none; ``period``: the budget period's id
@@ -135,17 +134,6 @@ class Counters(abc.ABC):
     async def add(self, name: str, now_ms: int, tokens: int, cost_micros: int,
                   period: str, period_end_ms: int) -> None:
         """``tokens`` more in ``now_ms``'s minute, ``cost_micros`` more spent in ``period``."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.where}>"
 
 
 # ── memory ────────────────────────────────────────────────────────────────

@@ -12,16 +12,23 @@ With ``[server] api_key_env`` set and no ``[[keys]]``, that one shared key is th
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import hmac
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastroute.config import Config, KeyConfig
+
+if TYPE_CHECKING:
+    from fastroute.governance.key_store import KeyStore
+
+log = logging.getLogger("fastroute.governance")
 
 #: the name records carry for ``[server] api_key_env``'s shared key
 SERVER_KEY_NAME = "server"
@@ -59,6 +66,8 @@ class Key:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: its rate limits and budget (governance.limiter.Limits), None: none
     limits: Any = None
+    #: the admin API's entry when the key was created there (None: the config's)
+    stored: dict[str, Any] | None = None
     _pattern: re.Pattern[str] | None = None
     _allowed: dict[str, bool] = field(default_factory=dict)
 
@@ -88,18 +97,34 @@ def limits_of(k: KeyConfig) -> Any:
 
 
 class KeyRing:
-    """The keys a server accepts.  ``required`` is False when none is configured: then anyone may call."""
+    """The keys a server accepts: the config's, and the admin API's from a
+    :class:`~fastroute.governance.key_store.KeyStore`.  ``required`` is False only when there is
+    no key and no store: then anyone may call.  With a store (the admin API on) a key is always
+    required, even before the first is created and after the last is revoked: revoking a key
+    never opens the server to everyone."""
 
-    def __init__(self, keys: list[Key]) -> None:
-        self._by_digest: dict[bytes, Key] = {}
+    def __init__(self, keys: list[Key], store: KeyStore | None = None) -> None:
+        self._static = list(keys)
+        #: where the admin API's keys are (None: only the config's)
+        self.store = store
+        #: called with the ring after each reload (the Responses state follows ``required``)
+        self.on_change: list[Callable[[KeyRing], None]] = []
+        self._reloading: asyncio.Future[None] | None = None
+        self._set(self._static)
+
+    def _set(self, keys: list[Key]) -> None:
+        by_digest: dict[bytes, Key] = {}
         for key in keys:
-            self._by_digest[key.sha256] = key
-        self.required = bool(keys)
+            by_digest[key.sha256] = key
+        self._by_digest = by_digest
+        self._by_name = {k.name: k for k in keys}
+        self.required = bool(keys) or self.store is not None
         #: some key has a rate limit or a budget
         self.limited = any(k.limits is not None for k in keys)
 
     @classmethod
-    def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> KeyRing:
+    def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ,
+                    store: KeyStore | None = None) -> KeyRing:
         keys = []
         server = config.server.api_key_env
         if server and environ.get(server):
@@ -113,12 +138,13 @@ class KeyRing:
             else:
                 assert k.key_sha256 is not None  # the config requires one of the two
                 sha = bytes.fromhex(k.key_sha256)
-            keys.append(Key(k.name, sha, k.models, k, dict(k.metadata), limits_of(k)))
-        return cls(keys)
+            keys.append(key_of(k, sha))
+        return cls(keys, store)
 
     def find(self, presented: str | None) -> Key | None:
-        """The key whose secret was presented, or None.  The lookup is by digest; the digest found
-        is compared again in constant time, so a timing cannot tell how near a guess came."""
+        """The key whose secret was presented, among those loaded, or None.  The lookup is by
+        digest; the digest found is compared again in constant time, so a timing cannot tell
+        how near a guess came."""
         if presented is None:
             return None
         sha = hashlib.sha256(presented_bytes(presented)).digest()
@@ -127,8 +153,83 @@ class KeyRing:
             return None
         return key
 
+    async def lookup(self, presented: str | None) -> Key | None:
+        """:meth:`find`, after reading the store again when it changed (or, for a key not
+        loaded, when the store says it may have changed)."""
+        store = self.store
+        if store is None:
+            return self.find(presented)
+        if store.changed():
+            await self.reload()
+        key = self.find(presented)
+        if key is None and presented is not None and await store.refresh():
+            await self.reload()
+            key = self.find(presented)
+        return key
+
+    async def ready(self) -> None:
+        """The store's changes loaded (``required`` up to date)."""
+        if self.store is not None and self.store.changed():
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Read the store's keys again (one read at a time; concurrent callers share it).  When the
+        store cannot be read, the keys loaded last stay (the store says so in the log)."""
+        if self._reloading is not None:
+            return await asyncio.shield(self._reloading)
+        done = self._reloading = asyncio.get_running_loop().create_future()
+        try:
+            await self._reload()
+        finally:
+            self._reloading = None
+            done.set_result(None)
+
+    async def _reload(self) -> None:
+        from fastroute.config import key_from_dict
+        from fastroute.errors import ConfigError
+        from fastroute.storage.base import StorageUnavailable
+
+        assert self.store is not None
+        try:
+            entries = await self.store.load()
+        except StorageUnavailable:
+            return
+        names = {k.name for k in self._static}
+        keys = list(self._static)
+        for entry in entries:
+            try:
+                k = key_from_dict(stored_fields(entry), source=f"key {entry.get('name')!r} in {self.store.where}")
+            except ConfigError as exc:
+                log.error("keys: %s; that key is skipped", exc)
+                continue
+            if k.name not in names:
+                assert k.key_sha256 is not None
+                keys.append(key_of(k, bytes.fromhex(k.key_sha256), stored=entry))
+        self._set(keys)
+        for follow in self.on_change:
+            follow(self)
+
+    def get(self, name: str) -> Key | None:
+        return self._by_name.get(name)
+
+    def all(self) -> list[Key]:
+        return sorted(self._by_name.values(), key=lambda k: k.name)
+
     def names(self) -> list[str]:
-        return sorted(k.name for k in self._by_digest.values())
+        return sorted(self._by_name)
+
+
+def key_of(k: KeyConfig, sha: bytes, stored: dict[str, Any] | None = None) -> Key:
+    return Key(k.name, sha, k.models, k, dict(k.metadata), limits_of(k), stored=stored)
+
+
+#: what a stored entry has besides a ``[[keys]]`` table's fields
+STORED_ONLY = ("created_ms", "updated_ms")
+
+
+def stored_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored entry as ``[[keys]]`` would hold it."""
+    return {k: v for k, v in entry.items() if k not in STORED_ONLY}
 
 
 @dataclass(slots=True)

@@ -157,6 +157,18 @@ class Limiter:
             return ADMITTED
         return refusal(limits, now_ms, counts, end_ms)
 
+    async def peek(self, key_name: str, limits: Limits, now: float | None = None) -> Counts:
+        """The counts as the next request would be judged by, counting nothing (``/v1/budget``).
+
+        Asked as a take with a limit of 0 requests a minute, which refuses everything and so
+        counts nothing, in the same atomic step every kind already has."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        if limits._budget >= 0:
+            _, end_ms, period = self._period(limits.budget_period, now_ms)
+        else:
+            end_ms, period = 0, ""
+        return await self.counters.take(key_name, now_ms, 0, -1, limits._budget, period, end_ms)
+
     async def settle(self, key_name: str, limits: Limits, tokens: int, cost_micros: int,
                      now: float | None = None) -> None:
         """Add the answer's tokens to this minute and its cost to this period (both at ``now``).

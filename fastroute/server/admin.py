@@ -1,5 +1,5 @@
-"""The admin API's reading side: ``GET /v1/admin/logs`` and ``GET /v1/admin/usage``, from the audit
-log (:mod:`fastroute.audit`).  On when ``[admin] token_env`` names a set variable; the token is
+"""The admin API: ``GET /v1/admin/logs`` and ``GET /v1/admin/usage`` from the audit log
+(:mod:`fastroute.audit`), and the keys (:mod:`.admin_keys`).  On when ``[admin] token_env`` names a set variable; the token is
 compared in constant time and is not a client key (a client key is refused here, and the admin
 token is refused on the inference endpoints unless it is also a configured key)."""
 
@@ -18,17 +18,43 @@ from fastroute.config import Config
 from fastroute.errors import BadRequest, NotFound, RequestError, Unauthorized
 from fastroute.formats import openai as dialect
 from fastroute.governance.keys import client_key, presented_bytes
+from fastroute.server.admin_keys import AdminKeys
 
 JSON = b"application/json"
 GROUPS = ("key", "model", "day", "session")
 
 
 class AdminAPI:
-    def __init__(self, config: Config, audit: AuditLog | None) -> None:
+    def __init__(self, config: Config, audit: AuditLog | None, keys: AdminKeys, handlers: Any) -> None:
         env = config.admin.token_env
         token = os.environ.get(env) if env else None
         self._token = token.encode("utf-8", "surrogateescape") if token else None
         self.audit = audit
+        self.keys = keys
+        #: the server's Handlers: the body read within its limits, a refused body drained
+        self.handlers = handlers
+
+    async def create_key(self, request: Request) -> Response:
+        """``POST /v1/admin/keys``: 201 with the key, its secret shown this once."""
+        return await self._answer(request, self._create_key)
+
+    async def list_keys(self, request: Request) -> Response:
+        return await self._answer(request, lambda r: self.keys.list())
+
+    async def get_key(self, request: Request) -> Response:
+        return await self._answer(request, lambda r: self.keys.get(_name(r)))
+
+    async def update_key(self, request: Request) -> Response:
+        return await self._answer(request, self._update_key)
+
+    async def delete_key(self, request: Request) -> Response:
+        return await self._answer(request, lambda r: self.keys.delete(_name(r)))
+
+    async def _create_key(self, request: Request) -> Any:
+        return await self.keys.create(await self.handlers.read_json(request))
+
+    async def _update_key(self, request: Request) -> Any:
+        return await self.keys.update(_name(request), await self.handlers.read_json(request))
 
     async def logs(self, request: Request) -> Response:
         """crabllm's query: ``key``, ``model``, ``session``, ``since``, ``until`` (ms, or ISO 8601 UTC),
@@ -42,10 +68,15 @@ class AdminAPI:
     async def _answer(self, request: Request, action: Any) -> Response:
         try:
             self._check(request)
+        except RequestError as err:
+            await self.handlers.drop_body(request)
+            return Response(err.http_status, None, Content(JSON, dialect.error_body(err)))
+        try:
             payload = await action(request)
         except RequestError as err:
             return Response(err.http_status, None, Content(JSON, dialect.error_body(err)))
-        return Response(200, None, Content(JSON, orjson.dumps(payload)))
+        status, payload = payload if isinstance(payload, tuple) else (200, payload)
+        return Response(status, None, Content(JSON, orjson.dumps(payload)))
 
     def _check(self, request: Request) -> None:
         if self._token is None:
@@ -53,13 +84,15 @@ class AdminAPI:
         presented = client_key(request)
         if presented is None or not hmac.compare_digest(presented_bytes(presented), self._token):
             raise Unauthorized("missing or invalid admin token")
+
+    def _audit(self) -> AuditLog:
         if self.audit is None:
             raise NotFound("the audit log is off ([audit] enabled = false)")
+        return self.audit
 
     async def _logs(self, request: Request) -> Any:
         q = _Query(request)
-        assert self.audit is not None
-        records = await self.audit.logs(key=q.text("key"), model=q.text("model"), since=q.time("since"),
+        records = await self._audit().logs(key=q.text("key"), model=q.text("model"), since=q.time("since"),
                                         until=q.time("until"), limit=q.limit(), session=q.text("session"))
         return {"object": "list", "data": [dataclasses.asdict(r) for r in records]}
 
@@ -68,10 +101,13 @@ class AdminAPI:
         group_by = q.text("group_by") or "key"
         if group_by not in GROUPS:
             raise BadRequest(f"'group_by' must be one of {', '.join(GROUPS)}, got {group_by!r}", param="group_by")
-        assert self.audit is not None
-        rows = await self.audit.usage(since=q.time("since"), until=q.time("until"), group_by=group_by,
+        rows = await self._audit().usage(since=q.time("since"), until=q.time("until"), group_by=group_by,
                                       key=q.text("key"))
         return {"object": "list", "group_by": group_by, "data": rows}
+
+
+def _name(request: Request) -> str:
+    return request.route_values.get("name", "")
 
 
 class _Query:

@@ -18,6 +18,7 @@ from blacksheep.exceptions import MessageAborted
 
 from fastroute.config import Config, require_env
 from fastroute.errors import BadRequest, ClientClosed, NotFound, PayloadTooLarge, RequestError, Unauthorized
+from fastroute.governance.key_store import KeyStore, MemoryKeyStore, RedisKeyStore, SqliteKeyStore
 from fastroute.governance.keys import Caller, Key, KeyRing, client_key
 from fastroute.governance.limiter import Counters, Limiter, MemoryCounters, RedisCounters, SqliteCounters
 from fastroute.formats import anthropic as anthropic_dialect
@@ -40,6 +41,8 @@ from fastroute.server import model_lists
 from fastroute.server.base_urls import explain_miss
 from fastroute.audit import AuditLog, MemoryAuditLog
 from fastroute.server.admin import AdminAPI
+from fastroute.server.admin_keys import AdminKeys
+from fastroute.server.key_holder import KeyHolderAPI
 from fastroute.server.count_tokens import CountTokens
 from fastroute.server.responses_api import ResponsesAPI
 from fastroute.server.stopping import StopWatch
@@ -137,7 +140,7 @@ class Handlers:
         ``max_drain``): an unread body makes Granian close the connection behind the answer,
         and the client's next request on it fails."""
         try:
-            presented, caller = self.caller(request)
+            presented, caller = await self.caller(request)
         except RequestError:
             await self.drop_body(request)
             raise
@@ -176,18 +179,21 @@ class Handlers:
         except Exception:  # the client went away meanwhile: nothing to keep open
             return
 
-    def check_key(self, request: Request) -> str | None:
+    async def check_key(self, request: Request) -> str | None:
         """The key the client presented; Unauthorized when keys are required and it is none of them."""
-        return self.caller(request)[0]
+        return (await self.caller(request))[0]
 
-    def caller(self, request: Request) -> tuple[str | None, Key | None]:
+    async def caller(self, request: Request) -> tuple[str | None, Key | None]:
         presented = client_key(request)
-        if not self.keys.required:
+        keys = self.keys
+        if not keys.required:
             return presented, None
-        found = self.keys.find(presented)
+        found = await keys.lookup(presented)
         if found is None:
-            raise Unauthorized("missing API key for this fastroute server" if presented is None
-                               else "invalid API key for this fastroute server")
+            problem = "missing API key" if presented is None else "invalid API key"
+            if not keys.names():
+                problem += " (none exists yet: the admin API makes them, e.g. `fastroute keys create NAME`)"
+            raise Unauthorized(f"{problem} for this fastroute server")
         return presented, found
 
     def session_of(self, request: Request) -> str | None:
@@ -229,7 +235,7 @@ class Handlers:
     async def events(self, request: Request) -> Response:
         """``GET /dashboard/events``: the event feed as SSE, recent history first, keep-alive every 15 s."""
         try:
-            self.check_key(request)
+            await self.check_key(request)
         except RequestError as err:
             return error_response(err)
         bus = self.pipeline.recorder.events
@@ -266,7 +272,7 @@ class Handlers:
         """``GET /v1/models``: OpenAI's list, or Anthropic's when the request carries ``anthropic-version``."""
         dialect = _models_dialect(request)
         try:
-            self.check_key(request)
+            await self.check_key(request)
             if dialect is anthropic_dialect:
                 return _json(200, model_lists.anthropic_list(self._served(), request.query))
         except RequestError as err:
@@ -278,7 +284,7 @@ class Handlers:
         dialect = _models_dialect(request)
         name = request.route_values.get("model_id", "")
         try:
-            self.check_key(request)
+            await self.check_key(request)
             found = self.catalogue.find(name) if name else None
             if found is None:
                 raise NotFound(f"model '{name}' is not served here: GET /v1/models lists what is",
@@ -324,7 +330,7 @@ class Handlers:
 
     async def ollama_tags(self, request: Request) -> Response:
         try:
-            self.check_key(request)
+            await self.check_key(request)
         except RequestError as err:
             return error_response(err, ollama_dialect)
         return _json(200, model_lists.ollama_tags(self._served()))
@@ -425,11 +431,32 @@ def open_audit(config: Config) -> AuditLog | None:
     return SqliteAuditLog(a.path, retention_days=a.retention_days or None)
 
 
+def open_key_store(config: Config) -> KeyStore | None:
+    """Where the admin API's keys are, as ``[storage]`` says (``keys.sqlite3`` beside the state for
+    the workers of a machine, Redis for many instances); None while the admin API is off."""
+    env = config.admin.token_env
+    if not env or not os.environ.get(env):
+        return None
+    s = config.storage
+    if s.kind == "memory":
+        return MemoryKeyStore()
+    if s.kind == "redis":
+        assert s.redis_url is not None  # the config's validation requires it
+        return RedisKeyStore(s.redis_url, s.redis_password_env, s.key_prefix)
+    return SqliteKeyStore(_state_path(config).with_name("keys.sqlite3"))
+
+
+def _state_path(config: Config) -> Path:
+    from fastroute.storage.sqlite import default_path
+
+    return Path(config.storage.path).expanduser() if config.storage.path else default_path()
+
+
 def open_counters(config: Config, keys: KeyRing) -> Counters | None:
     """Where the keys' rate limits and budgets are counted: as ``[storage]`` says (one SQLite file
     beside the state for the workers of a machine, Redis for many instances); None when no key
-    has a limit."""
-    if not keys.limited:
+    has a limit and none can be made (the admin API is off)."""
+    if not keys.limited and keys.store is None:
         return None
     s = config.storage
     if s.kind == "memory":
@@ -437,10 +464,7 @@ def open_counters(config: Config, keys: KeyRing) -> Counters | None:
     if s.kind == "redis":
         assert s.redis_url is not None  # the config's validation requires it
         return RedisCounters(s.redis_url, s.redis_password_env, s.key_prefix)
-    from fastroute.storage.sqlite import default_path
-
-    state = Path(s.path).expanduser() if s.path else default_path()
-    return SqliteCounters(state.with_name("limits.sqlite3"))
+    return SqliteCounters(_state_path(config).with_name("limits.sqlite3"))
 
 
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
@@ -449,7 +473,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     ``stop_watch`` (from the runner) says when the server starts stopping: the event
     feeds end then, so the graceful stop waits only for real requests."""
     require_env(config)
-    keys = KeyRing.from_config(config)
+    key_store = open_key_store(config)
+    keys = KeyRing.from_config(config, store=key_store)
     client = make_client(config.server.upstream_client)
     providers = build_providers(config, client)
     health = Health(config.failover)
@@ -464,6 +489,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
                                      config.responses.max_bytes, keyed=keys.required,
                                      max_history_bytes=config.server.max_body_bytes)
+    keys.on_change.append(lambda ring: setattr(responses_state, "keyed", ring.required))
     router = Router(config, providers, health.available, steady=health.steady)
     counters = open_counters(config, keys)
     limiter = Limiter(counters) if counters is not None else None
@@ -491,9 +517,17 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_post("/api/show", _route(handlers.ollama_show))
     app.router.add_get("/api/version", _route(handlers.ollama_version))
     app.router.add_post("/v1/route", _route(handlers.explain_route))
-    admin = AdminAPI(config, audit)
+    admin = AdminAPI(config, audit, AdminKeys(keys, key_store), handlers)
     app.router.add_get("/v1/admin/logs", _route(admin.logs))
     app.router.add_get("/v1/admin/usage", _route(admin.usage))
+    app.router.add_post("/v1/admin/keys", _route(admin.create_key))
+    app.router.add_get("/v1/admin/keys", _route(admin.list_keys))
+    app.router.add_get("/v1/admin/keys/{name}", _route(admin.get_key))
+    app.router.add_patch("/v1/admin/keys/{name}", _route(admin.update_key))
+    app.router.add_delete("/v1/admin/keys/{name}", _route(admin.delete_key))
+    holder = KeyHolderAPI(handlers, audit, limiter)
+    app.router.add_get("/v1/usage", _route(holder.usage))
+    app.router.add_get("/v1/budget", _route(holder.budget))
     app.router.add_get("/health", _route(handlers.health))
     app.router.add_get("/metrics", _route(handlers.metrics))
     app.router.add_get("/dashboard", _route(handlers.dashboard))
@@ -514,6 +548,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await audit.start()
         if counters is not None:
             await counters.start()
+        if key_store is not None:
+            await key_store.start()
+            await keys.reload()
         await discovery.start()  # bounded; then it refreshes in the background
 
     async def on_stop(application: Application) -> None:
@@ -532,6 +569,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
         if counters is not None:
             await pipeline.settled()  # the last answers' usage counted
             await counters.close()
+        if key_store is not None:
+            await key_store.close()
 
     app.on_start += on_start
     app.on_stop += on_stop

@@ -35,7 +35,7 @@ class ResponsesAPI:
 
     async def _answer(self, request: Request, action: Any) -> Response:
         try:
-            key = self.handlers.check_key(request)
+            key = await self.handlers.check_key(request)
             payload = await action(request.route_values.get("response_id", ""), key, request)
         except RequestError as err:
             return Response(err.http_status, None, Content(JSON, dialect.error_body(err)))

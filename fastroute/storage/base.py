@@ -36,7 +36,31 @@ class StorageUnavailable(RequestError, StorageError):
     error_type: ClassVar[str] = "storage_unavailable"
 
 
-class Store(abc.ABC):
+class Backed:
+    """What every store, log and counter kind shares: ``async with`` starts and closes it, and its
+    repr says where it is (``where``: a path, ``memory``, or a Redis URL without its password)."""
+
+    where: str
+
+    async def start(self) -> None:
+        """Open files, connections and threads, on the running loop."""
+
+    async def close(self) -> None:
+        """Release everything."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where}>"
+
+
+class Store(Backed, abc.ABC):
     """Bytes under string keys, with a time to live.  Built by :func:`fastroute.storage.open_store`;
     nothing is opened until :meth:`start`, on the worker's event loop."""
 
@@ -71,17 +95,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush, then release everything."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.where}>"
 
 
 #: a queued put: the value and its deadline (``time.time()`` seconds); compared by identity
