@@ -153,3 +153,46 @@ def test_the_ring_finds_by_digest_and_globs_models() -> None:
     assert key.allows("gpt-4o") and key.allows("gpt-4o-mini") and key.allows("o1-mini")
     assert not key.allows("o2-mini") and not key.allows("GPT-4o") and not key.allows("x-gpt-4o")
     assert not KeyRing.from_config(config_from_dict({})).required  # no keys: anyone may call
+
+
+def test_a_key_sees_and_asks_only_for_its_models(stub: StubUpstream, tmp_path: Path) -> None:
+    """The model lists, one model, counting tokens, explaining a route and Ollama's show: what a
+    key may not ask for, it may neither see nor count nor explain."""
+    conf = tmp_path / "c.toml"
+    conf.write_text(f"""
+[[keys]]
+name = "narrow"
+key_env = "FR_NARROW_KEY"
+models = ["claude-*"]
+
+{two_dialects(stub, openai_prefix="gpt-")}
+[[routers]]
+type = "prefix"
+model_prefix = "gpt-listed"
+provider = "stub-openai"
+
+[[routers]]
+type = "prefix"
+model_prefix = "claude-listed"
+provider = "stub-anthropic"
+""")
+    secret = "sk-fr-narrow-0123456789"
+    proc = FastrouteProcess([str(conf)], env={"FR_NARROW_KEY": secret}).start()
+    auth = {"authorization": f"Bearer {secret}"}
+    try:
+        listed = httpx.get(f"{proc.url}/v1/models", headers=auth).json()["data"]
+        assert [m["id"] for m in listed] == ["claude-listed"]
+        assert all(m["name"].startswith("claude-") for m in httpx.get(f"{proc.url}/api/tags", headers=auth).json()["models"])
+        assert httpx.get(f"{proc.url}/v1/models/gpt-listed", headers=auth).status_code == 404
+        counted = httpx.post(f"{proc.url}/v1/messages/count_tokens", headers={**auth, "anthropic-version": "2023-06-01"},
+                             json={"model": "gpt-listed", "messages": [{"role": "user", "content": "hi"}]})
+        assert counted.status_code == 403 and counted.json()["error"]["type"] == "permission_error"
+        explained = httpx.post(f"{proc.url}/v1/route", headers=auth,
+                               json={"model": "gpt-listed", "messages": [{"role": "user", "content": "hi"}]})
+        assert explained.status_code == 403
+        assert httpx.post(f"{proc.url}/api/show", headers=auth, json={"model": "gpt-listed"}).status_code == 403
+        allowed = httpx.post(f"{proc.url}/v1/route", headers=auth,
+                             json={"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]})
+        assert allowed.status_code == 200 and allowed.json()["route"]["provider"] == "stub-anthropic"
+    finally:
+        proc.stop()

@@ -71,6 +71,13 @@ class Key:
     _pattern: re.Pattern[str] | None = None
     _allowed: dict[str, bool] = field(default_factory=dict)
 
+    def require(self, model: str) -> None:
+        """Forbidden (403) when this key may not ask for ``model``."""
+        if not self.allows(model):
+            from fastroute.errors import Forbidden
+
+            raise Forbidden(f"key {self.name!r} may not use model '{model}'", param="model", code="model_not_allowed")
+
     def allows(self, model: str) -> bool:
         """May this key ask for ``model``?  Globs as fnmatch reads them (``*``, ``?``, ``[...]``), case-sensitive."""
         known = self._allowed.get(model)

@@ -129,11 +129,6 @@ class Handlers:
         check_depth(body, self.max_json_depth, len(raw))
         return body
 
-    async def keyed_json(self, request: Request) -> tuple[str | None, Any]:
-        """The client's key (checked) and the JSON body (see :meth:`caller_json`)."""
-        key, _, body = await self.caller_json(request)
-        return key, body
-
     async def caller_json(self, request: Request) -> tuple[str | None, Key | None, Any]:
         """The client's key as presented, the configured key it is (None when no key is required),
         and the JSON body.  A refused key still has its body read and dropped (up to
@@ -170,7 +165,7 @@ class Handlers:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def drop_body(self, request: Request) -> None:
-        """Read and drop a request's body that nothing will read (see :meth:`keyed_json`)."""
+        """Read and drop a request's body that nothing will read (see :meth:`caller_json`)."""
         if request.get_first_header(b"content-length") in (None, b"0") and \
                 request.get_first_header(b"transfer-encoding") is None:
             return
@@ -272,21 +267,21 @@ class Handlers:
         """``GET /v1/models``: OpenAI's list, or Anthropic's when the request carries ``anthropic-version``."""
         dialect = _models_dialect(request)
         try:
-            await self.check_key(request)
+            _, key = await self.caller(request)
             if dialect is anthropic_dialect:
-                return _json(200, model_lists.anthropic_list(self._served(), request.query))
+                return _json(200, model_lists.anthropic_list(self._served(key), request.query))
         except RequestError as err:
             return error_response(err, dialect)
-        return _json(200, model_lists.openai_list(self._served()))
+        return _json(200, model_lists.openai_list(self._served(key)))
 
     async def model(self, request: Request) -> Response:
         """``GET /v1/models/{id}``: one model, in OpenAI's shape or Anthropic's; 404 when none serves it."""
         dialect = _models_dialect(request)
         name = request.route_values.get("model_id", "")
         try:
-            await self.check_key(request)
+            _, key = await self.caller(request)
             found = self.catalogue.find(name) if name else None
-            if found is None:
+            if found is None or key is not None and not key.allows(found.id):
                 raise NotFound(f"model '{name}' is not served here: GET /v1/models lists what is",
                                param="model", code="model_not_found")
         except RequestError as err:
@@ -301,8 +296,10 @@ class Handlers:
         if dialect is None:
             return error_response(BadRequest(f"unknown dialect; one of {', '.join(DIALECTS)}"))
         try:
-            _, body = await self.keyed_json(request)
+            _, key, body = await self.caller_json(request)
             model, _ = dialect.check_request(body)
+            if key is not None:
+                key.require(model)
             body.pop("plugins", None)
             canonical = dialect.parse_request(body)
             pipeline = self.pipeline
@@ -325,22 +322,26 @@ class Handlers:
 
     # Ollama's model endpoints, so tools built for Ollama can list and inspect what fastroute serves
 
-    def _served(self) -> list[Listed]:
-        return self.catalogue.models()
+    def _served(self, key: Key | None) -> list[Listed]:
+        """What the catalogue lists; for a key, the models it may use."""
+        models = self.catalogue.models()
+        return models if key is None else [m for m in models if key.allows(m.id)]
 
     async def ollama_tags(self, request: Request) -> Response:
         try:
-            await self.check_key(request)
+            _, key = await self.caller(request)
         except RequestError as err:
             return error_response(err, ollama_dialect)
-        return _json(200, model_lists.ollama_tags(self._served()))
+        return _json(200, model_lists.ollama_tags(self._served(key)))
 
     async def ollama_show(self, request: Request) -> Response:
         try:
-            _, body = await self.keyed_json(request)
+            _, key, body = await self.caller_json(request)
             model = body.get("model") or body.get("name") if isinstance(body, dict) else None
             if not isinstance(model, str) or not model:
                 raise BadRequest("model is required")
+            if key is not None:
+                key.require(model)
             route = self.pipeline.router.route(model)
         except RequestError as err:
             status = 404 if err.code == "model_not_found" else err.http_status

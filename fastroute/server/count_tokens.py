@@ -59,8 +59,10 @@ class CountTokens:
     async def _answer(self, request: Request, headers: _Headers) -> Response:
         handlers = self.handlers
         pipeline = handlers.pipeline
-        key, body = await handlers.keyed_json(request)
+        key, caller, body = await handlers.caller_json(request)
         model = check_model_name(dialect.check_request(body)[0])
+        if caller is not None:
+            caller.require(model)  # what the key may not ask for, it may not count either
         body.pop("plugins", None)
         canonical = dialect.parse_request(body)
         tags = run_all(pipeline.request_classifiers, request_text(canonical))
