@@ -1,6 +1,6 @@
 """Two fastroute instances sharing one real redis-server (with a password): a key made on one
 works on the other at once, its rate limit and budget are counted across both, a revocation
-reaches both, the audit log and ``fastroute usage`` see both instances' requests; Redis away:
+reaches both, the audit log (in Redis) and ``fastroute usage`` see both instances' requests; Redis away:
 the keys last loaded keep serving, said once."""
 
 from __future__ import annotations
@@ -87,6 +87,20 @@ def test_keys_limits_and_budgets_hold_across_two_instances(pair: tuple[Fastroute
         assert time.monotonic() < deadline, "B never saw what A spent"
     spent = httpx.get(f"{a.url}/v1/budget", headers={"authorization": f"Bearer {cheap_secret}"}).json()["budget"]
     assert spent["spent_usd"] > spent["usd"] == 0.000001
+
+    # one audit log for both: each instance's answers are in what the other reports
+    deadline = time.monotonic() + 10
+    while True:
+        logs = admin(a, "GET", "/v1/admin/logs?key=shared").json()["data"]
+        if len(logs) >= 8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(r["status"] for r in logs) == [200] * 4 + [429] * 4
+    usage = cli(b, "usage", "--by", "key")
+    rows = {line.split()[0]: line.split() for line in usage.stdout.splitlines()[1:]}
+    assert rows["shared"][1] == "8" and int(rows["cheap"][1]) >= 2, usage.stdout
+    cost = sum(r["cost_micros"] or 0 for r in admin(b, "GET", "/v1/admin/logs?key=shared").json()["data"])
+    assert rows["shared"][5] == f"{cost / 1e6:.6f}" and cost > 0
 
     assert admin(b, "DELETE", "/v1/admin/keys/shared").status_code == 200
     deadline = time.monotonic() + 5

@@ -6,7 +6,6 @@ import asyncio
 from importlib import resources
 import logging
 import os
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cached_property
 from types import ModuleType
@@ -18,9 +17,8 @@ from blacksheep.exceptions import MessageAborted
 
 from fastroute.config import Config, require_env
 from fastroute.errors import BadRequest, ClientClosed, NotFound, PayloadTooLarge, RequestError, Unauthorized
-from fastroute.governance.key_store import KeyStore, MemoryKeyStore, RedisKeyStore, SqliteKeyStore
 from fastroute.governance.keys import Caller, Key, KeyRing, client_key
-from fastroute.governance.limiter import Counters, Limiter, MemoryCounters, RedisCounters, SqliteCounters
+from fastroute.governance.limiter import Limiter
 from fastroute.formats import anthropic as anthropic_dialect
 from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
@@ -39,9 +37,9 @@ from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
 from fastroute.server import model_lists
 from fastroute.server.base_urls import explain_miss
-from fastroute.audit import AuditLog, MemoryAuditLog
 from fastroute.server.admin import AdminAPI
 from fastroute.server.admin_keys import AdminKeys
+from fastroute.server.backends import open_audit, open_counters, open_key_store
 from fastroute.server.key_holder import KeyHolderAPI
 from fastroute.server.count_tokens import CountTokens
 from fastroute.server.responses_api import ResponsesAPI
@@ -418,54 +416,6 @@ def secret_envs(config: Config) -> list[str]:
                               config.storage.redis_password_env, *(p.api_key_env for p in config.providers),
                               *(k.key_env for k in config.keys))
             if name]
-
-
-def open_audit(config: Config) -> AuditLog | None:
-    """The audit log ``[audit]`` describes (in memory with ``[storage] kind = "memory"``), not started."""
-    a = config.audit
-    if not a.enabled:
-        return None
-    if config.storage.kind == "memory":
-        return MemoryAuditLog()
-    from fastroute.audit import SqliteAuditLog
-
-    return SqliteAuditLog(a.path, retention_days=a.retention_days or None)
-
-
-def open_key_store(config: Config) -> KeyStore | None:
-    """Where the admin API's keys are, as ``[storage]`` says (``keys.sqlite3`` beside the state for
-    the workers of a machine, Redis for many instances); None while the admin API is off."""
-    env = config.admin.token_env
-    if not env or not os.environ.get(env):
-        return None
-    s = config.storage
-    if s.kind == "memory":
-        return MemoryKeyStore()
-    if s.kind == "redis":
-        assert s.redis_url is not None  # the config's validation requires it
-        return RedisKeyStore(s.redis_url, s.redis_password_env, s.key_prefix)
-    return SqliteKeyStore(_state_path(config).with_name("keys.sqlite3"))
-
-
-def _state_path(config: Config) -> Path:
-    from fastroute.storage.sqlite import default_path
-
-    return Path(config.storage.path).expanduser() if config.storage.path else default_path()
-
-
-def open_counters(config: Config, keys: KeyRing) -> Counters | None:
-    """Where the keys' rate limits and budgets are counted: as ``[storage]`` says (one SQLite file
-    beside the state for the workers of a machine, Redis for many instances); None when no key
-    has a limit and none can be made (the admin API is off)."""
-    if not keys.limited and keys.store is None:
-        return None
-    s = config.storage
-    if s.kind == "memory":
-        return MemoryCounters()
-    if s.kind == "redis":
-        assert s.redis_url is not None  # the config's validation requires it
-        return RedisCounters(s.redis_url, s.redis_password_env, s.key_prefix)
-    return SqliteCounters(_state_path(config).with_name("limits.sqlite3"))
 
 
 def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
