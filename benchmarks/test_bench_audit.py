@@ -13,19 +13,31 @@
 - ``audit-usage``: one ``usage()`` on the same table, over everything and over a range that
   ends inside an hour (the hourly sums, and the records of a part of an hour).
 
-The memory log runs the same queries by scanning what it holds, for comparison.
+The memory log runs the same queries by scanning what it holds, for comparison.  Redis is a
+real ``redis-server`` in its own process on this machine (skipped when there is none): its
+writer is a task on the same loop, so ``audit-record-written`` holds the encoding of a batch and
+the round trips of its scripts (``BATCH_MAX`` records each), and the queries the parsing of
+Redis' answers by redis-py — all on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fastroute.audit import AuditLog, AuditRecord, MemoryAuditLog, SqliteAuditLog
+from fastroute.audit import (
+    AuditLog,
+    AuditRecord,
+    MemoryAuditLog,
+    RedisAuditLog,
+    SqliteAuditLog,
+)
 from fastroute.audit.sqlite import HOUR_MS
 
 N = 1000
@@ -49,28 +61,46 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp.close()
 
 
-@pytest.fixture(scope="module", params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    from tests.redis_server import RedisServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = RedisServer(port)
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
 def impl(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def make(impl: str, path: Path) -> AuditLog:
+def make(impl: str, path: Path, request: pytest.FixtureRequest) -> AuditLog:
+    if impl == "redis":
+        port = request.getfixturevalue("redis_port")
+        return RedisAuditLog(f"redis://127.0.0.1:{port}/0", None, f"bench-{uuid.uuid4().hex[:8]}:")
     return SqliteAuditLog(path) if impl == "sqlite" else MemoryAuditLog()
 
 
 @pytest.fixture
-def audit_log(impl: str, loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Iterator[AuditLog]:
-    log = make(impl, tmp_path / "audit.sqlite3")
+def audit_log(impl: str, loop: asyncio.AbstractEventLoop, tmp_path: Path,
+              request: pytest.FixtureRequest) -> Iterator[AuditLog]:
+    log = make(impl, tmp_path / "audit.sqlite3", request)
     loop.run_until_complete(log.start())
     yield log
     loop.run_until_complete(log.close())
 
 
 @pytest.fixture(scope="module")
-def big(impl: str, loop: asyncio.AbstractEventLoop,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, AuditLog]]:
+def big(impl: str, loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[tuple[str, AuditLog]]:
     """A log of 100,000 records, made once for the module."""
-    log = make(impl, tmp_path_factory.mktemp("audit") / "audit.sqlite3")
+    log = make(impl, tmp_path_factory.mktemp("audit") / "audit.sqlite3", request)
     loop.run_until_complete(log.start())
     for i in range(TABLE):
         log.record(record(i))

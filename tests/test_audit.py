@@ -1,6 +1,7 @@
-"""The audit log: both kinds through the one interface, and the SQLite one on real files —
-written by two processes at once, surviving a close, purged by retention, bounded while its
-file is locked, and queried from indexes (``EXPLAIN QUERY PLAN``).
+"""The audit log: every kind through the one interface (memory, SQLite, and Redis on a real
+redis-server with a password: tests/test_audit_redis.py has its own behaviour), and the SQLite
+one on real files — written by two processes at once, surviving a close, purged by retention,
+bounded while its file is locked, and queried from indexes (``EXPLAIN QUERY PLAN``).
 
 Time bounds are half-open: ``since`` inclusive, ``until`` exclusive; ``purge(t)`` removes
 ``timestamp < t``.
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,11 @@ from fastroute.audit.sqlite import (
 )
 from fastroute.storage import StorageError, StorageUnavailable
 from tests.conftest import ROOT
+from tests.redis_server import PASSWORD, redis_url
 
-KINDS = ["memory", "sqlite"]
+KINDS = ["memory", "sqlite", "redis"]
+#: the env var the Redis logs of these tests read their password from
+PASSWORD_ENV = "FR_TEST_AUDIT_REDIS_PASSWORD"
 #: 2024-03-09 00:00:00 UTC, ms
 T0 = 1_709_942_400_000
 
@@ -59,11 +64,22 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def new_log(kind: str, tmp_path: Path) -> Callable[..., AuditLog]:
-    """Builds logs of one kind; the SQLite ones all on the same file (another worker, or a restart)."""
+def new_log(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+            monkeypatch: pytest.MonkeyPatch) -> Callable[..., AuditLog]:
+    """Builds logs of one kind; the SQLite ones all on the same file, the Redis ones all under the
+    test's own prefix of the module's redis-server (another worker or instance, or a restart)."""
+    if kind == "redis":
+        from fastroute.audit.redis import RedisAuditLog
+
+        url = redis_url(request.getfixturevalue("redis_server").port)
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+        prefix = f"test-{uuid.uuid4().hex[:12]}:"
+
     def make(**kw: Any) -> AuditLog:
         if kind == "sqlite":
             return SqliteAuditLog(tmp_path / "audit.sqlite3", **kw)
+        if kind == "redis":
+            return RedisAuditLog(url, PASSWORD_ENV, prefix, **kw)
         return MemoryAuditLog(**kw)
     return make
 
@@ -559,9 +575,11 @@ def test_sqlite_queries_use_indexes(tmp_path: Path) -> None:
         db.close()
 
 
-def test_sqlite_usage_over_hours_matches_the_records(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_usage_over_hours_matches_the_records(new_log: Callable[..., AuditLog]) -> None:
     """The hourly sums and the records at either end of a range add up to what the records say
-    (the memory log sums the records themselves), whatever the bounds — before and after a purge."""
+    (the memory log sums the records themselves), whatever the bounds — before and after a purge;
+    and logs() with several filters finds what the memory log finds."""
     rng = random.Random(7)
     records = [AuditRecord(f"r{i}", T0 + rng.randrange(3 * DAY_MS), rng.choice([None, "", "a", "b", "c"]),
                            rng.choice([None, "", "s1", "s2"]), rng.choice(["m1", "m2", ""]), "p", "m",
@@ -571,27 +589,30 @@ def test_sqlite_usage_over_hours_matches_the_records(tmp_path: Path) -> None:
               (T0 + 10, T0 + 20), (T0 + HOUR_MS - 1, T0 + HOUR_MS + 1), (T0 + 5, T0 + 3 * DAY_MS - 5),
               (T0 + 2 * DAY_MS, T0 + DAY_MS)]
     bounds += [(T0 + rng.randrange(3 * DAY_MS), T0 + rng.randrange(3 * DAY_MS)) for _ in range(10)]
+    filters: list[dict[str, Any]] = [{}, {"key": "a"}, {"key": "", "model": "m1"}, {"model": "", "session": "s2"},
+                                     {"key": "b", "model": "m2", "session": ""}, {"session": "s1"}]
 
-    async def compare(sqlite: AuditLog, memory: AuditLog) -> None:
+    async def compare(log: AuditLog, memory: AuditLog) -> None:
         for since, until in bounds:
             for group_by in ("key", "model", "day", "session"):
                 for key in (None, "a"):
-                    assert await sqlite.usage(since, until, group_by, key) == \
+                    assert await log.usage(since, until, group_by, key) == \
                         await memory.usage(since, until, group_by, key), (since, until, group_by, key)
-            assert await sqlite.logs(since=since, until=until, limit=500) == \
-                await memory.logs(since=since, until=until, limit=500)
+            for f in filters:
+                assert await log.logs(since=since, until=until, limit=500, **f) == \
+                    await memory.logs(since=since, until=until, limit=500, **f), (since, until, f)
 
     async def scenario() -> None:
         memory = MemoryAuditLog()
-        async with SqliteAuditLog(tmp_path / "audit.sqlite3", batch_max=128) as sqlite:
+        async with new_log(batch_max=128) as log:
             for r in records:
-                sqlite.record(r)
+                log.record(r)
                 memory.record(r)
-            await sqlite.flush()
-            await compare(sqlite, memory)
+            await log.flush()
+            await compare(log, memory)
             cutoff = T0 + DAY_MS + rng.randrange(HOUR_MS)  # within an hour: its sums are taken apart
-            assert await sqlite.purge(cutoff) == await memory.purge(cutoff) > 0
-            await compare(sqlite, memory)
+            assert await log.purge(cutoff) == await memory.purge(cutoff) > 0
+            await compare(log, memory)
     run(scenario())
 
 
@@ -628,10 +649,15 @@ def test_sqlite_cannot_open_names_the_file(tmp_path: Path) -> None:
 # ── the package ────────────────────────────────────────────────────────────
 
 def test_the_package_exports_what_it_means_to_and_imports_lightly() -> None:
-    assert fastroute.audit.__all__ == ["MAX_LIMIT", "AuditLog", "AuditRecord", "MemoryAuditLog", "SqliteAuditLog"]
+    from fastroute.audit.redis import RedisAuditLog
+
+    assert fastroute.audit.__all__ == ["MAX_LIMIT", "AuditLog", "AuditRecord", "MemoryAuditLog", "RedisAuditLog",
+                                       "SqliteAuditLog"]
     assert fastroute.audit.SqliteAuditLog is SqliteAuditLog
+    assert fastroute.audit.RedisAuditLog is RedisAuditLog
     code = ("import sys, fastroute.audit;"
-            "print(','.join(m for m in ('sqlite3', 'fastroute.audit.sqlite') if m in sys.modules))")
+            "print(','.join(m for m in ('sqlite3', 'fastroute.audit.sqlite', 'redis', 'fastroute.audit.redis')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
 

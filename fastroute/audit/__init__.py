@@ -6,10 +6,12 @@ where, how many tokens, what it cost, how long, how it ended — and the queries
   and ``usage()`` query, ``purge()`` removes old records;
 - :class:`SqliteAuditLog`: one SQLite file shared by the workers of a machine, written by a
   thread, queried from indexes (:mod:`.sqlite`);
+- :class:`RedisAuditLog`: one Redis shared by every instance, written by a task in Lua
+  scripts, queried from sorted sets and hourly sums (:mod:`.redis`);
 - :class:`MemoryAuditLog`: this worker's records in memory, bounded — tests, throwaway runs.
 
-Importing the package opens nothing and does not import :mod:`sqlite3`: the SQLite log is
-imported when first named.
+Importing the package opens nothing and imports neither :mod:`sqlite3` nor :mod:`redis`: the
+SQLite and Redis logs are imported when first named.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from fastroute.audit.memory import MemoryAuditLog
 from fastroute.audit.record import MAX_LIMIT, AuditLog, AuditRecord
 
 if TYPE_CHECKING:
+    from fastroute.audit.redis import RedisAuditLog
     from fastroute.audit.sqlite import SqliteAuditLog
 
-__all__ = ["MAX_LIMIT", "AuditLog", "AuditRecord", "MemoryAuditLog", "SqliteAuditLog"]
+__all__ = ["MAX_LIMIT", "AuditLog", "AuditRecord", "MemoryAuditLog", "RedisAuditLog", "SqliteAuditLog"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from fastroute.audit.sqlite import SqliteAuditLog
 
         return SqliteAuditLog
+    if name == "RedisAuditLog":
+        from fastroute.audit.redis import RedisAuditLog
+
+        return RedisAuditLog
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

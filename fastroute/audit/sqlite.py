@@ -55,19 +55,17 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from fastroute.audit.queued import Queued
 from fastroute.audit.record import (
     FIELDS,
-    AuditLog,
     AuditRecord,
     GroupBy,
     check_group,
     clamp_limit,
-    clipped,
-    oversized,
     usage_row,
 )
-from fastroute.storage.sqlite_file import open_wal
 from fastroute.storage.base import StorageError, StorageUnavailable
+from fastroute.storage.sqlite_file import open_wal
 
 log = logging.getLogger("fastroute.audit")
 
@@ -261,28 +259,19 @@ class _Op:
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
 
-class SqliteAuditLog(AuditLog):
+class SqliteAuditLog(Queued):
     def __init__(self, path: str | os.PathLike[str] | None = None, retention_days: float | None = None, *,
                  max_queued: int = MAX_QUEUED, batch_max: int = BATCH_MAX, interval_s: float = INTERVAL_S,
                  busy_timeout_s: float = BUSY_TIMEOUT_S, retention_interval_s: float = RETENTION_INTERVAL_S) -> None:
+        super().__init__(max_queued)
         self.path = Path(os.path.abspath(os.path.expanduser(path))) if path is not None else default_path()
         self.where = str(self.path)
         self.retention_days = retention_days
-        self.max_queued = max_queued
         self.batch_max = batch_max
         self.interval_s = interval_s
         self.busy_timeout_s = busy_timeout_s
         self.retention_interval_s = retention_interval_s
-        #: records dropped since the log was built; records written by this worker
-        self.dropped = 0
-        self.written = 0
-        self._dropping = 0
-        self._pending: deque[AuditRecord] = deque()
-        #: records the writer took and has not committed yet (they count against the bound)
-        self._held = 0
         self._batch: list[AuditRecord] = []
-        #: records that may wait: max_queued, 0 once closed
-        self._bound = max_queued
         self._ops: deque[_Op] = deque()
         self._ops_lock = threading.Lock()
         self._writer_done = False
@@ -290,37 +279,8 @@ class SqliteAuditLog(AuditLog):
         self._writer: threading.Thread | None = None
         self._reader: concurrent.futures.ThreadPoolExecutor | None = None
         self._reader_conn: sqlite3.Connection | None = None
-        self._closed = False
 
     # ── the event loop's side ───────────────────────────────────────────────
-
-    def record(self, rec: AuditRecord) -> None:
-        pending = self._pending
-        if len(pending) + self._held >= self._bound:
-            self._drop()
-            return
-        if self._dropping:
-            self._resume()
-        try:
-            if oversized(rec):
-                rec = clipped(rec)
-        except (TypeError, AttributeError):
-            pass  # a field of the wrong type, or not a record: the writer skips it and says so
-        pending.append(rec)
-
-    def _drop(self) -> None:
-        self.dropped += 1
-        self._dropping += 1
-        if self._dropping == 1:
-            if self._closed:
-                log.warning("audit: a record came after %s closed; dropping records", self.where)
-            else:
-                log.warning("audit: %d records wait for %s; dropping new ones until it catches up",
-                            len(self._pending) + self._held, self.where)
-
-    def _resume(self) -> None:
-        log.warning("audit: %d record(s) dropped while %s was behind", self._dropping, self.where)
-        self._dropping = 0
 
     async def start(self) -> None:
         if self._writer is not None or self._closed:
@@ -367,9 +327,6 @@ class SqliteAuditLog(AuditLog):
             self._ops.append(op)
         self._wake.set()
         return True
-
-    def _not_open(self) -> StorageError:
-        return StorageError(f"audit: {self.where} is {'closed' if self._closed else 'not started'}")
 
     # ── queries (on the reader thread) ──────────────────────────────────────
 
@@ -486,18 +443,7 @@ class SqliteAuditLog(AuditLog):
                 self._writer_done = True
                 ops = list(self._ops)
                 self._ops.clear()
-            written = not self._pending and not self._held  # a flush that came while closing: done
-            self._fail([op for op in ops if op.kind != "flush" or not written],
-                       StorageError(f"audit: {self.where} is closed"))
-            for op in ops:
-                if not op.future.done():
-                    op.future.set_result(None)
-
-    @staticmethod
-    def _fail(ops: list[_Op], exc: Exception) -> None:
-        for op in ops:
-            if op.kind != "stop" and not op.future.done():
-                op.future.set_exception(exc)
+            self._settle_left(ops)
 
     def _write_out(self, conn: sqlite3.Connection) -> None:
         """Commit the batch in hand, then what is queued now, ``batch_max`` records per transaction."""
