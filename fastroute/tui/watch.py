@@ -1,8 +1,10 @@
 """``fastroute watch [URL]``: one line per event, as they happen.
 
-Colour on a terminal, plain when piped, ``--json`` for the raw events.  What an event
-carries from a client or a provider (model names, tags, errors) is shown on one line, its
-control characters made visible (:mod:`fastroute.tui.text`).
+Colour on a terminal, plain when piped, ``--json`` for the raw events.  A finished request's
+line carries the client key's name (``key=alice``, when keys are configured) and its cost
+(``$0.000123``, when a price is known).  What an event carries from a client or a provider
+(model names, tags, errors) is shown on one line, its control characters made visible
+(:mod:`fastroute.tui.text`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ _COLOURS = {"dim": "\033[2m", "green": "\033[32m", "red": "\033[31m", "yellow": 
 
 def _clock(ts_ms: Any) -> str:
     return time.strftime("%H:%M:%S", time.localtime((ts_ms if ts_ms is not None else time.time() * 1000) / 1000))
+
+
+def cost_micros(ev: dict[str, Any]) -> int | None:
+    """What a ``complete`` event's request cost in micro-dollars; None when nothing priced it."""
+    if ev.get("cost_micros") is not None:
+        return int(ev["cost_micros"])
+    if ev.get("cost_usd") is not None:
+        return round(ev["cost_usd"] * 1_000_000)
+    return None
+
+
+def usd(micros: int) -> str:
+    """Whole micro-dollars as USD with six decimals, exactly: ``123`` -> ``0.000123``."""
+    sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+    return f"{sign}{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
 def format_event(ev: dict[str, Any], colour: bool) -> str | None:
@@ -48,13 +65,15 @@ def format_event(ev: dict[str, Any], colour: bool) -> str | None:
         usage = ev.get("usage") or {}
         tokens = f" tokens {usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)}" if usage else ""
         ttft = f" ttft {ev['ttft_ms']:.0f}ms" if ev.get("ttft_ms") is not None else ""
-        cost = f" ${ev['cost_usd']:.6f}" if ev.get("cost_usd") else ""
+        key = f" key={one_line(ev['key_name'])}" if ev.get("key_name") else ""
+        micros = cost_micros(ev)
+        cost = f" ${usd(micros)}" if micros is not None else ""
         tries = f" after {len(ev['attempts'])} attempts" if len(ev.get("attempts") or []) > 1 else ""
         error = f" {c['red']}{one_line(ev['error'])}{c['reset']}" if ev.get("error") else ""
         model = ev.get("sent_model") or ev.get("requested_model") or "-"
         return (f"{c['dim']}{_clock(ev.get('ts_ms'))}{c['reset']} {mark}{c['reset']} {rid} "
                 f"{one_line(ev.get('provider') or '-')}/{one_line(model)} "
-                f"{ev.get('status')} {ev.get('duration_ms', 0):.0f}ms{ttft}{tokens}{cost}{tries}{error}")
+                f"{ev.get('status')} {ev.get('duration_ms', 0):.0f}ms{ttft}{tokens}{key}{cost}{tries}{error}")
     return None
 
 
