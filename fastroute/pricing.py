@@ -170,11 +170,23 @@ def load_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
     models: dict[str, Price] = {}
     for name, entry in doc["models"].items():
         try:
-            models[name] = Price(entry["prompt"], entry["completion"], entry.get("cached_prompt"),
-                                 entry.get("cache_write"))
+            models[name] = _entry_price(entry)
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise ValueError(f"{where}: models.{json.dumps(name)}: {exc}") from None
     return PriceTable(str(doc.get("source", "")), str(doc.get("date", "")), models)
+
+
+def _entry_price(entry: dict[str, Any]) -> Price:
+    return Price(entry["prompt"], entry["completion"], entry.get("cached_prompt"), entry.get("cache_write"))
+
+
+def _builtin_entries() -> tuple[tuple[str, str], dict[str, dict[str, Any]]]:
+    """``fastroute/data/prices.json``'s source, date and entries, parsed and not checked: the file is
+    generated, and its every entry is checked by :func:`load_table` in the tests."""
+    import orjson
+
+    doc = orjson.loads(resources.files("fastroute").joinpath("data", "prices.json").read_bytes())
+    return (str(doc.get("source", "")), str(doc.get("date", ""))), doc["models"]
 
 
 # ── lookup ──────────────────────────────────────────────────────────────────
@@ -190,34 +202,61 @@ class Pricing:
     ``table``: the built-in table (None: load ``fastroute/data/prices.json``; ``{}``: none).
     """
 
-    __slots__ = ("_bare", "_cache", "_exact", "_max_cached", "date", "overrides", "providers", "source")
+    __slots__ = ("_bare", "_cache", "_exact", "_max_cached", "_meta", "_table", "overrides", "providers")
 
     def __init__(self, overrides: Mapping[str, Price] | None = None, providers: Mapping[str, float] | None = None,
                  table: PriceTable | Mapping[str, Price] | None = None, max_cached: int = 4096) -> None:
-        if table is None:
-            table = load_table()
-        if isinstance(table, PriceTable):
-            self.source, self.date, models = table.source, table.date, table.models
-        else:
-            self.source, self.date, models = "", "", table
         self.overrides: dict[str, Price] = dict(overrides or {})
         self.providers: dict[str, Price] = {name: Price.blended(cost) for name, cost in (providers or {}).items()}
-        # the table by lower-cased name, and its "<prefix>/<name>" entries by name (when unambiguous:
-        # one name priced differently by two hosts is left to the provider prefix or the fallback)
-        self._exact: dict[str, Price] = {}
-        bare: dict[str, Price | None] = {}
+        # the table is read and indexed on the first lookup the config does not answer (a worker
+        # whose prices are all in the config, or that prices nothing, never holds its ~0.35 MB)
+        self._table = table
+        self._exact: dict[str, Price] | None = None
+        self._bare: dict[str, Price] = {}
+        self._meta = ("", "")
+        self._cache: dict[tuple[str | None, str], Price | None] = {}
+        self._max_cached = max_cached
+
+    @property
+    def source(self) -> str:
+        """Where the built-in table came from (``litellm <version>``)."""
+        self._index()
+        return self._meta[0]
+
+    @property
+    def date(self) -> str:
+        self._index()
+        return self._meta[1]
+
+    def _index(self) -> tuple[dict[str, Price], dict[str, Price]]:
+        """The table by lower-cased name, and its ``"<prefix>/<name>"`` entries by name (when
+        unambiguous: one name priced differently by two hosts is left to the provider prefix or
+        the fallback)."""
+        if self._exact is not None:
+            return self._exact, self._bare
+        table = self._table
+        self._table = None
+        models: Mapping[str, Any]
+        if table is None:  # the built-in table's entries as they are: a Price is made when one is asked for
+            self._meta, models = _builtin_entries()
+        elif isinstance(table, PriceTable):
+            self._meta, models = (table.source, table.date), table.models
+        else:
+            models = table
+        exact: dict[str, Any] = {}
+        bare: dict[str, Any] = {}
         for name, price in models.items():
             key = name.lower()
-            self._exact.setdefault(key, price)
+            exact.setdefault(key, price)
             if "/" in key:
                 rest = key.split("/", 1)[1]
                 if rest not in bare:
                     bare[rest] = price
                 elif bare[rest] != price:
                     bare[rest] = None
-        self._bare: dict[str, Price] = {k: v for k, v in bare.items() if v is not None}
-        self._cache: dict[tuple[str | None, str], Price | None] = {}
-        self._max_cached = max_cached
+        self._bare = {k: v for k, v in bare.items() if v is not None}
+        self._exact = exact
+        return exact, self._bare
 
     def price_for(self, provider: str | None, model: str) -> Price | None:
         """The price of ``model`` served by ``provider``, None when nothing prices it.
@@ -251,7 +290,7 @@ class Pricing:
         if model in overrides:
             return overrides[model]
         name = model.lower()
-        exact, bare = self._exact, self._bare
+        exact, bare = self._index()
         candidates = [exact.get(name)]
         if provider:
             candidates.append(exact.get(f"{provider.lower()}/{name}"))
@@ -261,5 +300,5 @@ class Pricing:
             candidates += [exact.get(stripped), bare.get(stripped)]
         for price in candidates:
             if price is not None:
-                return price
+                return price if type(price) is Price else _entry_price(price)
         return self.providers.get(provider) if provider is not None else None
