@@ -105,6 +105,8 @@ class Exchange:
     limits: Any = None
     #: what it cost, from its usage (set at its end; None: nothing prices it)
     cost_micros: int | None = None
+    #: the key's limit that refused it (``governance.limiter.Verdict.limit``), when one did
+    limited_by: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -384,6 +386,7 @@ class Pipeline:
         """Count the request against its key's limits, or refuse it (429, ``Retry-After``)."""
         verdict = await self.limiter.admit(key.name, key.limits)
         if not verdict:
+            ex.limited_by = verdict.limit
             what = LIMIT_WORDS.get(verdict.limit, verdict.limit)
             wait = f"; try again in {verdict.retry_after_s} s" if verdict.retry_after_s is not None else \
                 "; it does not reset by itself"

@@ -13,8 +13,10 @@ import httpx
 from tests.stub_upstream import StubUpstream
 
 ALICE, BOB = "alice-secret-0123", "bob-secret-4567"
+#: the viewers' token: a client key sees only its own requests, the admin token every request
+ADMIN = "spend-admin-token-8910"
 SECRETS = {"alice": ALICE, "bob": BOB}
-ENV = {"FR_ALICE_KEY": ALICE, "FR_BOB_KEY": BOB}
+ENV = {"FR_ALICE_KEY": ALICE, "FR_BOB_KEY": BOB, "FR_SPEND_ADMIN": ADMIN}
 #: USD per million tokens: (prompt, completion, cached prompt or None for the prompt price)
 PRICES = {"stub-alpha": (Fraction(3), Fraction(15), Fraction(3, 10)), "stub-beta": (Fraction(5, 4), Fraction(10), None)}
 #: the rows a by-key / by-session table shows before "others"
@@ -26,6 +28,8 @@ def config(stub: StubUpstream) -> str:
     return f"""
 [server]
 dashboard = true
+[admin]
+token_env = "FR_SPEND_ADMIN"
 [[keys]]
 name = "alice"
 key_env = "FR_ALICE_KEY"

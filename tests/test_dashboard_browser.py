@@ -282,7 +282,7 @@ def test_dashboard_cost_by_key_and_session_charts_and_width(stub: StubUpstream, 
 
     async def scenario(page: Page) -> None:
         await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
-        await page.call("Page.navigate", url=f"{proc.url}/dashboard#key={spend.ALICE}")
+        await page.call("Page.navigate", url=f"{proc.url}/dashboard#key={spend.ADMIN}")
         await page.until("document.getElementById('conn').textContent === 'live'")
         # nothing yet: empty charts, sixty empty intervals, panels that say so
         await page.until("document.getElementById('chart-requests').dataset.values !== undefined")
@@ -321,7 +321,7 @@ def test_dashboard_cost_by_key_and_session_charts_and_width(stub: StubUpstream, 
         p50, p95 = ([float(v) if v else None for v in s.split(",")] for s in chart[3:])
         assert len(counts) == len(errors) == len(costs) == len(p50) == 60
         assert sum(counts) == n and sum(errors) == 1 and sum(costs) == total
-        durations = await asyncio.to_thread(feed_durations, proc.url, spend.ALICE, n)
+        durations = await asyncio.to_thread(feed_durations, proc.url, spend.ADMIN, n)
         for count, low, high in zip(counts, p50, p95, strict=True):
             assert (low is None) == (high is None) == (count == 0)
             if count:  # within the interval's own fastest and slowest request

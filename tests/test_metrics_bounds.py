@@ -16,9 +16,15 @@ import httpx
 import pytest
 from aiohttp import web
 
-from fastroute.config import load_config
+from fastroute.config import config_from_dict, load_config
 from fastroute.providers import build_providers
-from fastroute.recording.metrics import OTHER, Metrics
+from fastroute.recording.metrics import (
+    MAX_KEY_LABELS,
+    NO_KEY,
+    OTHER,
+    LabelNames,
+    Metrics,
+)
 from fastroute.routing.catalogue import Catalogue
 from tests.conftest import FastrouteProcess
 from tests.stub_upstream import StubUpstream
@@ -218,3 +224,52 @@ def test_bound_series_show_no_empty_ttft_or_failover_series() -> None:
     text = metrics.render().decode()
     assert 'fastroute_time_to_first_token_seconds_count{model="other",provider="none"} 1.0' in text
     assert 'fastroute_failovers_total{model="other",provider="none"} 1.0' in text
+
+
+def test_key_labels_are_bounded_first_come_without_config() -> None:
+    """Keys no config names (made at run time) are labelled as they come, up to the bound;
+    past it every new one is ``other``, and a labelled one stays labelled."""
+    names = LabelNames()
+    made = [f"made-{i:03d}" for i in range(MAX_KEY_LABELS + 50)]
+    labels = [names.key(k) for k in made]
+    assert labels == made[:MAX_KEY_LABELS] + [OTHER] * 50
+    assert names.key(made[0]) == made[0] and names.key(made[-1]) == OTHER
+    assert names.key(None) == NO_KEY
+    assert len(names.keys) == MAX_KEY_LABELS
+
+
+def test_configured_keys_are_labelled_before_others() -> None:
+    """The config's keys (and ``server`` for api_key_env) hold their labels from the start, in the
+    config's order, however many others come first."""
+    keys = [{"name": f"conf-{i:03d}", "key_sha256": f"{i:064x}"} for i in range(MAX_KEY_LABELS + 10)]
+    cfg = config_from_dict({"server": {"api_key_env": "FR_SHARED"}, "keys": keys,
+                            "providers": [{"name": "echo", "format": "echo"}]})
+    names = LabelNames(Catalogue(cfg, build_providers(cfg, None)))
+    assert names.key("made-at-run-time") == OTHER  # the bound is taken by the config's keys
+    assert names.key("server") == "server" and names.key("conf-000") == "conf-000"
+    assert names.key(f"conf-{MAX_KEY_LABELS - 2:03d}") == f"conf-{MAX_KEY_LABELS - 2:03d}"
+    assert names.key(f"conf-{MAX_KEY_LABELS - 1:03d}") == OTHER  # "server" took the first place
+
+
+def test_cost_tokens_and_refusals_by_key_count_like_labels() -> None:
+    """No key: cost under ``none``, no per-key tokens (fastroute_tokens_total has them); a refusal's
+    limit is labelled by the limit that refused; cost is in USD from micro-dollars."""
+    metrics = Metrics()
+    done = {"provider": "none", "sent_model": "", "status": 200, "duration_ms": 5.0, "attempts": [],
+            "usage": {"input_tokens": 7, "output_tokens": 3}, "cost_micros": 1_250}
+    metrics.observe({**done, "key_name": None})
+    metrics.observe({**done, "key_name": "team-a"})
+    metrics.observe({**done, "key_name": "team-a", "cost_micros": 750})
+    for limit in ("requests_per_minute", "budget_usd", "budget_usd", "tokens_per_minute"):
+        metrics.observe({"provider": None, "requested_model": "m", "status": 429, "duration_ms": 0.1, "attempts": [],
+                         "usage": None, "cost_micros": None, "key_name": "team-b", "limited_by": limit})
+    text = metrics.render().decode()
+    assert 'fastroute_cost_usd_total{key="none",model="other",provider="none"} 0.00125' in text
+    assert 'fastroute_cost_usd_total{key="team-a",model="other",provider="none"} 0.002' in text
+    assert 'fastroute_key_tokens_total{direction="in",key="team-a"} 14.0' in text
+    assert 'fastroute_key_tokens_total{direction="out",key="team-a"} 6.0' in text
+    assert 'key_tokens_total{direction="in",key="none"}' not in text
+    assert 'fastroute_rate_limited_total{key="team-b",limit="budget"} 2.0' in text
+    assert 'fastroute_rate_limited_total{key="team-b",limit="requests_per_minute"} 1.0' in text
+    assert 'fastroute_rate_limited_total{key="team-b",limit="tokens_per_minute"} 1.0' in text
+    assert 'key="team-b",model' not in text  # refused before anything was spent

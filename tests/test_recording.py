@@ -70,15 +70,16 @@ provider = "stub"
 class Feed:
     """Collects /dashboard/events in a thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str | None = None) -> None:
         self.events: list[dict] = []
         self.ready = threading.Event()
+        self._headers = {"authorization": f"Bearer {key}"} if key else {}
         self._thread = threading.Thread(target=self._run, args=(url,), daemon=True)
         self._thread.start()
         assert self.ready.wait(10)
 
     def _run(self, url: str) -> None:
-        with httpx.stream("GET", f"{url}/dashboard/events", timeout=None) as resp:
+        with httpx.stream("GET", f"{url}/dashboard/events", timeout=None, headers=self._headers) as resp:
             self.ready.set()
             for line in resp.iter_lines():
                 if line.startswith("data: "):

@@ -193,7 +193,7 @@ def test_cost_and_tokens_by_key_and_by_session(stub: StubUpstream, tmp_path: Pat
     send("bob", "sess-two", "stub-beta", "x y z w", header="x-claude-code-session-id")
 
     async def scenario() -> None:
-        app = MonitorApp(proc.url, api_key=spend.BOB)
+        app = MonitorApp(proc.url, api_key=spend.ADMIN)
         async with app.run_test(size=(160, 40)) as pilot:  # the figures pane is 64 wide: every column shows
             await wait_until(pilot, lambda: "connected" in app.status_text)
             await wait_until(pilot, lambda: table_rows(app, "#by-key") == send.rows("key_name"))
@@ -270,7 +270,7 @@ def test_watch_lines_carry_the_key_and_the_cost(stub: StubUpstream, tmp_path: Pa
         send("bob", None, "stub-beta", "x y z w")
         send("bob", None, "stub-error-500", "boom")
         watched = subprocess.run([sys.executable, "-m", "fastroute", "watch", proc.url, "--count", "12",
-                                  "--api-key", spend.ALICE], check=False, capture_output=True, text=True, cwd=ROOT,
+                                  "--api-key", spend.ADMIN], check=False, capture_output=True, text=True, cwd=ROOT,
                                  timeout=30)  # the history: 3 requests × start, classified, routed, complete
         done = [line for line in watched.stdout.splitlines() if " ✓ " in line or " ✗ " in line]
         assert len(done) == 3, watched.stdout + watched.stderr
@@ -280,7 +280,7 @@ def test_watch_lines_carry_the_key_and_the_cost(stub: StubUpstream, tmp_path: Pa
         assert done[0].endswith("tokens 5/4 key=alice $0.000070")
         assert done[1].endswith("tokens 5/5 key=bob $0.000056")
         assert " key=bob " in done[2] and "$" not in done[2]  # no usage, no cost
-        assert spend.ALICE not in watched.stdout + watched.stderr and spend.BOB not in watched.stdout
+        assert all(secret not in watched.stdout + watched.stderr for secret in (spend.ALICE, spend.BOB, spend.ADMIN))
     finally:
         proc.stop()
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from fastroute.audit import AuditLog, AuditRecord
 from fastroute.canonical import ChatRequest, TextPart
+from fastroute.pricing import Pricing
 from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
-from fastroute.pricing import Pricing
 
 #: events carry at most this much of the prompt, the answer, a tool call's arguments and an error;
 #: the log has it all
@@ -87,7 +87,8 @@ class Recorder:
         if self.metrics is not None:
             self.metrics.set_in_flight(in_flight)
         self.events.publish({"type": "start", "id": ex.id, "ts_ms": ex.ts_ms, "model": ex.requested_model,
-                             "in_flight": in_flight, "dialect": ex.dialect, "stream": ex.stream})
+                             "in_flight": in_flight, "dialect": ex.dialect, "stream": ex.stream,
+                             "key_name": ex.key_name})
 
     def classified(self, ex: Any) -> None:
         self.events.publish({"type": "classified", "id": ex.id, "ts_ms": _now_ms(), "tags": list(ex.tags)})
@@ -116,7 +117,8 @@ class Recorder:
             "ttft_ms": round(ex.ttft_ms, 3) if ex.ttft_ms is not None else None,
             "tags": list(ex.tags), "response_tags": list(ex.response_tags), "plugins": list(ex.plugins),
             "system": request.system if request is not None else None, "messages": _messages(request, last),
-            "response": ex.response_text, "error": ex.error, "usage": usage,
+            "response": ex.response_text, "error": ex.error, "limited_by": ex.limited_by,
+            "usage": usage,
             "cost_micros": micros, "cost_usd": micros / 1e6 if micros is not None else None,
             "attempts": list(ex.attempts), "omitted_tools": list(ex.omitted_tools),
         }

@@ -81,9 +81,15 @@ class AdminAPI:
     def _check(self, request: Request) -> None:
         if self._token is None:
             raise NotFound("the admin API is off: set [admin] token_env to a variable holding a token")
-        presented = client_key(request)
-        if presented is None or not hmac.compare_digest(presented_bytes(presented), self._token):
+        if not self.is_admin(request):
             raise Unauthorized("missing or invalid admin token")
+
+    def is_admin(self, request: Request) -> bool:
+        """Does the request carry the admin token (compared in constant time)?"""
+        if self._token is None:
+            return False
+        presented = client_key(request)
+        return presented is not None and hmac.compare_digest(presented_bytes(presented), self._token)
 
     def _audit(self) -> AuditLog:
         if self.audit is None:

@@ -37,6 +37,7 @@ from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
 from fastroute.server import model_lists
 from fastroute.server.base_urls import explain_miss
+from fastroute.recording.scope import KeyScope
 from fastroute.server.admin import AdminAPI
 from fastroute.server.admin_keys import AdminKeys
 from fastroute.server.backends import open_audit, open_counters, open_key_store
@@ -77,6 +78,8 @@ class Handlers:
         self.recorder_metrics = metrics
         #: the client keys accepted ([[keys]] and [server] api_key_env); none: anyone may call
         self.keys = keys
+        #: the admin API (set once it is built): its token sees every event
+        self.admin: AdminAPI | None = None
         self.session_headers = tuple(h.lower().encode("latin-1") for h in config.audit.session_headers)
         self.max_body = config.server.max_body_bytes
         self.max_header_bytes = config.server.max_header_bytes
@@ -226,18 +229,25 @@ class Handlers:
         return Response(200, [(b"cache-control", b"no-cache")], Content(b"text/html; charset=utf-8", page))
 
     async def events(self, request: Request) -> Response:
-        """``GET /dashboard/events``: the event feed as SSE, recent history first, keep-alive every 15 s."""
-        try:
-            await self.check_key(request)
-        except RequestError as err:
-            return error_response(err)
+        """``GET /dashboard/events``: the event feed as SSE, recent history first, keep-alive every 15 s.
+        A client key sees its own requests (:mod:`fastroute.recording.scope`); the admin token, all."""
+        scope: KeyScope | None = None
+        if self.admin is None or not self.admin.is_admin(request):
+            try:
+                _, key = await self.caller(request)
+            except RequestError as err:
+                return error_response(err)
+            if key is not None:
+                scope = KeyScope(key.name)
         bus = self.pipeline.recorder.events
         receive = getattr(request.content, "receive", None)
 
         async def feed() -> AsyncIterator[bytes]:
             sub, history = bus.subscribe()
+            seen = scope.allows if scope is not None else None
             try:
-                yield b": fastroute events\n\n" + b"".join(b"data: " + e + b"\n\n" for e in history)
+                yield b": fastroute events\n\n" + b"".join(b"data: " + e + b"\n\n" for e in history
+                                                            if seen is None or seen(e))
                 while not sub.dropped:
                     try:
                         data = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
@@ -246,7 +256,8 @@ class Handlers:
                         continue
                     if not data:
                         return  # the server is stopping
-                    yield b"data: " + data + b"\n\n"
+                    if seen is None or seen(data):
+                        yield b"data: " + data + b"\n\n"
             finally:
                 sub.close()
 
@@ -468,7 +479,7 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_post("/api/show", _route(handlers.ollama_show))
     app.router.add_get("/api/version", _route(handlers.ollama_version))
     app.router.add_post("/v1/route", _route(handlers.explain_route))
-    admin = AdminAPI(config, audit, AdminKeys(keys, key_store), handlers)
+    admin = handlers.admin = AdminAPI(config, audit, AdminKeys(keys, key_store), handlers)
     app.router.add_get("/v1/admin/logs", _route(admin.logs))
     app.router.add_get("/v1/admin/usage", _route(admin.usage))
     app.router.add_post("/v1/admin/keys", _route(admin.create_key))
