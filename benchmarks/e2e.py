@@ -1,7 +1,7 @@
 """The performance issue's targets, measured in one run: fastroute against the stack's ceiling.
 
     python benchmarks/e2e.py [--seconds 10] [--quick] [--concurrency 1,16] [--clients lean]
-                             [--workers 1] [--no-pin] [--direct] [--json out.json]
+                             [--workers 1] [--no-pin] [--direct] [--governance] [--json out.json]
 
 Processes, all on 127.0.0.1, each in its own process group:
 
@@ -14,8 +14,13 @@ Processes, all on 127.0.0.1, each in its own process group:
   bytes (and, for a stream, the stub's 22 events from memory, one send each), then a bare ASGI app
   (no framework) answering the JSON, as a second reference;
 - fastroute's full pipeline, ``python -m fastroute serve`` once per ``--clients`` upstream client
-  (default ``lean``): a 50-tag keyword classifier, the JSONL request log, the dashboard, metrics,
-  one openai-format provider (the stub) behind a prefix router;
+  (default ``lean``): a 50-tag keyword classifier, the JSONL request log, the audit log (SQLite, as
+  by default), the dashboard, metrics, one openai-format provider (the stub) behind a prefix router;
+  with ``--governance`` also a client key (``[[keys]]``, by its digest) with a rate limit and a
+  budget it never reaches (counted in SQLite beside the state), a ``[pricing]`` price for the
+  stub's model, so every request is looked up by key, admitted, priced, settled and audited
+  (the load generator sends the key either way); the run checks on ``/metrics`` that every
+  request was counted against the key and none refused;
 - a load generator, a fresh process per case: a closed loop of one keep-alive connection per
   concurrent worker, raw ``asyncio.Protocol`` on uvloop with ``httptools.HttpResponseParser``, the
   request bytes built once, the next request sent from the callback that completes the answer (no
@@ -58,10 +63,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -88,6 +95,8 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
 CLIENTS = ("lean", "aiohttp", "httpx")
 KEYWORD_TAGS = 50
+#: the key every client request carries (``--governance``: the one key fastroute accepts)
+CLIENT_KEY = "sk-bench"
 #: a case is noisy when other work took more than this share of the server's CPU(s)
 NOISY = 0.05
 
@@ -322,7 +331,7 @@ def request_bytes(host: str, port: int, stream: bool) -> bytes:
     body = request_body(stream)
     return (f"POST {CHAT_PATH} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
             f"accept: {'text/event-stream' if stream else 'application/json'}\r\n"
-            f"authorization: Bearer sk-bench\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+            f"authorization: Bearer {CLIENT_KEY}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
 
 
 class Connection(asyncio.Protocol):
@@ -697,7 +706,8 @@ class Server:
     def settle(self) -> None:
         """One request, a second's rest, then the idle memory reading."""
         req = urllib.request.Request(self.url(CHAT_PATH), data=request_body(False), method="POST",
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json",
+                                              "authorization": f"Bearer {CLIENT_KEY}"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             resp.read()
         time.sleep(1.0)
@@ -712,6 +722,26 @@ class Server:
         if self.proc is not None:
             self.info["after"] = tree_memory(self.pid)
             self.info["returncode"], self.info["stop_s"] = children.stop(self.proc)
+
+
+def governed(metrics_url: str) -> dict[str, float]:
+    """What ``/metrics`` says the key was charged for: its tokens (every request's, if each was
+    counted against it), its cost, the refusals (none expected), and all tokens for comparison."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        text = resp.read().decode()
+
+    def total(metric: str, **labels: str) -> float:
+        out = 0.0
+        for found, value in re.findall(rf"^{metric}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE):
+            have = dict(re.findall(r'(\w+)="([^"]*)"', found))
+            if all(have.get(k) == v for k, v in labels.items()):
+                out += float(value)
+        return out
+
+    return {"key_tokens_in": total("fastroute_key_tokens_total", key="bench", direction="in"),
+            "tokens_in": total("fastroute_tokens_total", direction="in"),
+            "cost_usd": total("fastroute_cost_usd_total", key="bench"),
+            "refused": total("fastroute_rate_limited_total")}
 
 
 def granian_cmd(target: str, port: int, workers: int) -> list[str]:
@@ -729,8 +759,26 @@ def keyword_tags() -> dict[str, list[str]]:
     return tags
 
 
-def write_config(path: Path, tmp: Path, client: str, stub_port: int, workers: int) -> None:
-    """fastroute as a user runs it: keyword classifier, request log, dashboard, metrics, one provider."""
+def governance_config() -> str:
+    """``--governance``: the one key clients must send (by its digest), with every limit set and
+    none ever reached, and a price for the stub's model, so each request is counted and priced."""
+    digest = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
+    return f"""
+[[keys]]
+name = "bench"
+key_sha256 = "{digest}"
+rate_limit = {{ requests_per_minute = 1000000000, tokens_per_minute = 1000000000000 }}
+budget = {{ usd = 1000000.0, period = "month" }}
+
+[pricing."{MODEL}"]
+prompt_cost_per_million = 2.5
+completion_cost_per_million = 10.0
+"""
+
+
+def write_config(path: Path, tmp: Path, client: str, stub_port: int, workers: int, governance: bool = False) -> None:
+    """fastroute as a user runs it: keyword classifier, request log, audit log, dashboard, metrics, one
+    provider; ``governance``: a key with limits and a budget, and a price (:func:`governance_config`)."""
     tags = "\n".join(f"{name} = {json.dumps(phrases)}" for name, phrases in keyword_tags().items())
     path.write_text(f"""
 [server]
@@ -745,6 +793,9 @@ path = {json.dumps(str(tmp / f"{client}-requests.jsonl"))}
 
 [storage]
 path = {json.dumps(str(tmp / f"{client}-state.sqlite3"))}
+
+[audit]
+path = {json.dumps(str(tmp / f"{client}-audit.sqlite3"))}
 
 [classifiers.keyword]
 enabled = true
@@ -761,7 +812,7 @@ base_url = "http://127.0.0.1:{stub_port}/v1"
 type = "prefix"
 model_prefix = "bench"
 provider = "stub"
-""")
+""" + (governance_config() if governance else ""))
 
 
 def machine_info() -> dict[str, Any]:
@@ -803,12 +854,13 @@ class Bench:
         self.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
         self.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
         self.workers, self.direct = args.workers, args.direct
+        self.governance = args.governance
         self.per_event = args.stub_writes == "event"
         self.pin = Pinning.plan(args.workers, not args.no_pin)
         self.settings = {"run": "quick" if args.quick else "full", "seconds": self.seconds, "warmup_s": self.warmup,
                          "concurrency": self.levels, "clients": self.clients, "workers": self.workers,
                          "stub_writes": args.stub_writes, "stream_tokens": STREAM_TOKENS,
-                         "keyword_tags": KEYWORD_TAGS, "pinning": self.pin.note}
+                         "keyword_tags": KEYWORD_TAGS, "governance": self.governance, "pinning": self.pin.note}
         self.cases: list[dict[str, Any]] = []
         self.servers: dict[str, dict[str, Any]] = {}
         self.stub: subprocess.Popen | None = None
@@ -833,7 +885,7 @@ class Bench:
 
     def fastroute(self, client: str) -> Server:
         conf, port = self.tmp / f"{client}.toml", free_port()
-        write_config(conf, self.tmp, client, self.stub_port, self.workers)
+        write_config(conf, self.tmp, client, self.stub_port, self.workers, self.governance)
         cmd = [sys.executable, "-m", "fastroute", "serve", str(conf), "--port", str(port), "--workers", str(self.workers)]
         return Server(f"fastroute/{client}", cmd, port, self.tmp / f"{client}.log")
 
@@ -861,6 +913,8 @@ class Bench:
             for stream in modes:
                 for conc in self.levels:
                     self.case(server.name, server.port, server.pid, stream, conc)
+            if self.governance and server.name.startswith("fastroute/"):
+                server.info["governance"] = governed(server.url("/metrics"))
         finally:
             server.stop(self.children)
 
@@ -977,7 +1031,10 @@ def print_header(info: dict[str, Any], bench: Bench) -> None:
         print(f"  [{name}] {srv.get('processes', '?')} processes: {srv.get('banner', '?')}")
     print(f"  stub stream: {STREAM_TOKENS} content chunks + usage + [DONE], "
           f"{'one write per event' if bench.per_event else 'one write'}; fastroute: {KEYWORD_TAGS}-tag keyword "
-          f"classifier, JSONL request log, dashboard, metrics")
+          f"classifier, JSONL request log, SQLite audit log, dashboard, metrics")
+    if bench.governance:
+        print("  governance (--governance): every request sends the key 'bench' ([[keys]] by digest), admitted "
+              "under a rate limit and a monthly budget it never reaches (SQLite counters), priced by [pricing]")
 
 
 def print_cases(cases: list[dict[str, Any]]) -> None:
@@ -1025,6 +1082,12 @@ def print_checks(bench: Bench) -> None:
     for name, srv in bench.servers.items():
         if "stop_s" in srv:
             print(f"  [{name}] SIGTERM -> exit {srv['returncode']} in {srv['stop_s']:.2f} s")
+        g = srv.get("governance")
+        if g:
+            every = g["key_tokens_in"] == g["tokens_in"] > 0 and not g["refused"]
+            print(f"  [{name}] governance: key 'bench' charged {g['key_tokens_in']:.0f} input tokens of "
+                  f"{g['tokens_in']:.0f}, ${g['cost_usd']:.6f}, {g['refused']:.0f} refused"
+                  + ("" if every and g["cost_usd"] > 0 else "  WARNING: not every request was governed"))
     shares = [c["loadgen_cpu_us"] / c["server_cpu_us"] for c in bench.cases if c["server_cpu_us"] > 0]
     if shares:
         lg = [c["loadgen_cpu_us"] for c in bench.cases]
@@ -1070,6 +1133,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="server worker processes (fastroute and the ceiling)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate CPUs")
     ap.add_argument("--direct", action="store_true", help="also load the stub directly, for context")
+    ap.add_argument("--governance", action="store_true",
+                    help="fastroute with a client key ([[keys]]) with a rate limit and a budget, and [pricing]")
     ap.add_argument("--stub-writes", choices=("event", "one"), default="event",
                     help="the stub sends a stream one write per event (like an LLM) or in one write")
     ap.add_argument("--json", metavar="PATH", help="write every figure here")
