@@ -18,7 +18,7 @@ request**; sync groups time one call.
   ``Handlers.caller`` on a BlackSheep request (the ``Authorization`` header read, the lookup),
   1,000 a round; ``caller-open``: the same with no key configured (what every request pays
   without keys).
-- ``governance-limits``: ``Limiter.admit`` then ``settle`` with every limit set (requests and
+- ``governance-limits``: ``Limiter.admit`` then ``settle_soon`` (as the pipeline settles; the round drains them) with every limit set (requests and
   tokens per minute, a monthly budget, never reached), ``impl`` memory / sqlite / redis.
   ``test_bench_limiter.py`` has the wall time of the same, and 100 at a time.
 - ``governance-limits-concurrent``: the same 1,000 requests 100 at a time (``asyncio.gather``),
@@ -32,7 +32,7 @@ request**; sync groups time one call.
   the commits included); redis (its writer is a task on the loop: its part is in the figure,
   redis-server's in ``extra_info``).
 - ``governance-request``: all of it for one request, in order — ``Handlers.caller``, ``admit``,
-  ``cost_of``, the audit record, ``settle`` — then the round's audit flush, with the counters and
+  ``cost_of``, the audit record, ``settle_soon`` — then the round's audit flush, with the counters and
   the audit log the server opens for each ``[storage] kind`` (``server/backends.py``).
 - ``governance-dispatch`` (and ``-paired``): the whole in-process request, ``Handlers.caller`` then
   ``Pipeline.dispatch`` of the short OpenAI body to an upstream client answering from memory
@@ -167,29 +167,6 @@ def _process_cpu(pid: int) -> float:
 # ── fixtures ──────────────────────────────────────────────────────────────
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        lp = uvloop.new_event_loop()
-    except ImportError:
-        lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[Any]:
-    from tests.conftest import free_port
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(free_port())  # skips without redis-server
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, float]]:
     """µs per request by name, filled by the benchmarks; printed against the budget at the end."""
     found: dict[str, float] = {}
@@ -305,8 +282,9 @@ def test_limits(benchmark: Any, impl: str, counters: Counters, loop: asyncio.Abs
         admitted = 0
         for _ in range(N):
             verdict = await limiter.admit("bench", LIMITS)
-            await limiter.settle("bench", LIMITS, TOKENS, 1_500)
+            limiter.settle_soon("bench", LIMITS, TOKENS, 1_500)  # as the pipeline settles
             admitted += verdict.admitted
+        await counters.drained()  # every add counted within the round
         wall.append(time.perf_counter() - started)
         return admitted
 
@@ -327,7 +305,7 @@ def test_limits_concurrent(benchmark: Any, impl: str, counters: Counters, loop: 
 
     async def one() -> bool:
         verdict = await limiter.admit("bench", LIMITS)
-        await limiter.settle("bench", LIMITS, TOKENS, 1_500)
+        limiter.settle_soon("bench", LIMITS, TOKENS, 1_500)  # as the pipeline settles
         return verdict.admitted
 
     async def requests() -> int:
@@ -335,6 +313,7 @@ def test_limits_concurrent(benchmark: Any, impl: str, counters: Counters, loop: 
         admitted = 0
         for _ in range(N // 100):
             admitted += sum(await asyncio.gather(*(one() for _ in range(100))))
+        await counters.drained()
         wall.append(time.perf_counter() - started)
         return admitted
 
@@ -434,8 +413,9 @@ def test_governance_request(benchmark: Any, impl: str, counters: Counters, loop:
             ex.key_name = key.name
             micros = ex.cost_micros = entry["cost_micros"] = recorder.cost_of(ex)
             audit.record(audit_record(ex, entry))
-            await limiter.settle(key.name, key.limits, TOKENS, micros)
+            limiter.settle_soon(key.name, key.limits, TOKENS, micros)  # as the pipeline settles
             admitted += verdict.admitted
+        await counters.drained()
         await audit.flush()  # the records written within the round (Redis: by a task on this loop)
         wall.append(time.perf_counter() - started)
         return admitted

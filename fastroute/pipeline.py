@@ -285,16 +285,18 @@ class Pipeline:
         usage = ex.usage
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # no loop left (a dropped stream at exit): nothing can be counted now
             log.warning("request %s: its usage could not be counted against key %r's limits", ex.id, ex.key_name)
             return
-        self._closing(loop.create_task(self.limiter.settle(ex.key_name, ex.limits, tokens, ex.cost_micros or 0)))
+        self.limiter.settle_soon(ex.key_name, ex.limits, tokens, ex.cost_micros or 0)
 
     async def settled(self) -> None:
-        """Wait for the ends still running (streams dropped unread, usage being counted)."""
+        """Wait for the ends still running (streams dropped unread) and the usage being counted."""
         if self._ending:
             await asyncio.gather(*self._ending, return_exceptions=True)
+        if self.limiter is not None:
+            await self.limiter.counters.drained()
 
     def _closing(self, task: asyncio.Task[None]) -> None:
         self._ending.add(task)

@@ -215,6 +215,31 @@ def test_settle_counts_only_what_a_limit_uses(new_counters: Callable[[], Counter
     run(scenario())
 
 
+def test_settle_soon_needs_no_task_per_request_and_drained_counts_them_all(
+        kind: str, new_counters: Callable[[], Counters]) -> None:
+    """The request path settles without waiting: memory at once, SQLite through its thread's
+    queue, Redis in one pipeline per batch — never a task per request; ``drained()`` waits for all."""
+    t = at(2030, 1, 15, 12, 0, 5)
+    limits = Limits(tokens_per_minute=1000, budget_usd=1.0, budget_period="day")
+
+    async def scenario() -> None:
+        async with new_counters() as counters:
+            limiter = Limiter(counters)
+            before = len(asyncio.all_tasks())
+            for _ in range(100):
+                limiter.settle_soon("k", limits, 9, 10_000, t)
+            assert len(asyncio.all_tasks()) - before <= (1 if kind == "redis" else 0)
+            await counters.drained()
+            # 900 tokens this minute: 100 more reach the limit; 1,000,000 micro-dollars: the budget is spent
+            verdict = await limiter.admit("k", limits, t)
+            assert verdict == Verdict(False, "budget_usd", int(at(2030, 1, 16) - t))
+            assert await limiter.admit("k", Limits(tokens_per_minute=901), t)
+            assert not await limiter.admit("k", Limits(tokens_per_minute=900), t)
+            peeked = await limiter.peek("k", limits, t)
+            assert peeked[4] == 900 and peeked[5] == 1_000_000
+    run(scenario())
+
+
 def test_an_unlimited_key_never_touches_the_counters() -> None:
     class Refuses(MemoryCounters):
         async def take(self, *args: Any) -> Any:

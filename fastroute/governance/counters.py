@@ -87,6 +87,8 @@ RPM, TPM, BUDGET = 1, 2, 4
 Counts = tuple[int, int, int, int, int, int]
 
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+#: connections to Redis one worker's counters use at most (more requests at once wait their turn)
+MAX_CONNECTIONS = 64
 
 
 def exceeds(elapsed_ms: int, rpm: int, tpm: int, budget: int,
@@ -113,6 +115,10 @@ class Counters(Backed, abc.ABC):
     #: for log lines: ``memory``, a path, or ``redis://host:port/db`` — never a password
     where: str
 
+    def __init__(self) -> None:
+        #: the adds of :meth:`add_soon` on their way, as tasks (the kinds that do not batch them)
+        self._soon: set[asyncio.Task[None]] = set()
+
     async def start(self) -> None:
         """Open files, connections and threads, on the running loop."""
 
@@ -134,6 +140,20 @@ class Counters(Backed, abc.ABC):
     async def add(self, name: str, now_ms: int, tokens: int, cost_micros: int,
                   period: str, period_end_ms: int) -> None:
         """``tokens`` more in ``now_ms``'s minute, ``cost_micros`` more spent in ``period``."""
+
+    def add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                 period_end_ms: int) -> None:
+        """:meth:`add`, without waiting for it (the request path settles this way): never raises;
+        what could not reach the backend is counted locally, as :meth:`add` does."""
+        task = asyncio.get_running_loop().create_task(self.add(name, now_ms, tokens, cost_micros, period,
+                                                               period_end_ms))
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
+
+    async def drained(self) -> None:
+        """Return when every :meth:`add_soon` so far is counted (a clean stop waits for this)."""
+        if self._soon:
+            await asyncio.gather(*self._soon, return_exceptions=True)
 
 
 # ── memory ────────────────────────────────────────────────────────────────
@@ -169,6 +189,7 @@ class MemoryCounters(Counters):
     """One process's counts (each worker its own; lost at exit).  One small object per key name seen."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.where = "memory (this process's own)"
         self._keys: dict[str, _Key] = {}
 
@@ -207,6 +228,17 @@ class MemoryCounters(Counters):
                 key.prev_tokens += tokens
         if cost_micros and key.to_period(period, period_end_ms):
             key.spent += cost_micros
+
+    def add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                 period_end_ms: int) -> None:
+        coro = self.add(name, now_ms, tokens, cost_micros, period, period_end_ms)
+        try:
+            coro.send(None)  # it never awaits: done at once, without a task
+        except StopIteration:
+            pass
+
+    async def drained(self) -> None:
+        """Nothing is ever pending."""
 
 
 # ── the local fallback of the shared kinds ──────────────────────────────────
@@ -350,6 +382,7 @@ class _Shared(Counters):
     retry_first_s, retry_max_s = RETRY_FIRST_S, RETRY_MAX_S
 
     def __init__(self) -> None:
+        super().__init__()
         self._local = _Local()
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
@@ -397,6 +430,30 @@ class _Shared(Counters):
             else:
                 self._local.saw_added(name, now_ms, total_tokens, period, spent)
                 return
+        self._local.add(name, now_ms, tokens, cost_micros, period, period_end_ms)
+
+    def add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                 period_end_ms: int) -> None:
+        self._latest_ms = max(self._latest_ms, now_ms)
+        if self._down or not self._add_soon(name, now_ms, tokens, cost_micros, period, period_end_ms):
+            self._local.add(name, now_ms, tokens, cost_micros, period, period_end_ms)
+
+    def _add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                  period_end_ms: int) -> bool:
+        """Send the add on its way, its answer to :meth:`_added`; False when it cannot be sent."""
+        Counters.add_soon(self, name, now_ms, tokens, cost_micros, period, period_end_ms)
+        return True
+
+    def _added(self, op: tuple[Any, ...], result: tuple[int, int] | None, exc: BaseException | None) -> None:
+        """The answer to an add sent by :meth:`_add_soon` (``op``: its arguments from the name on)."""
+        name, now_ms, tokens, cost_micros, period, period_end_ms = op
+        if exc is None and result is not None:
+            self._local.saw_added(name, now_ms, result[0], period, result[1])
+            return
+        if isinstance(exc, _Unreachable):
+            self._went_down(exc)
+        elif exc is not None:
+            log.error("limits: counting the usage of key %r failed: %r", name, exc)
         self._local.add(name, now_ms, tokens, cost_micros, period, period_end_ms)
 
     def _went_down(self, exc: BaseException) -> None:
@@ -520,6 +577,18 @@ class SqliteCounters(_Shared):
 
     async def _merge(self, batch: _Batch, latest_ms: int) -> int:
         return await self._submit((self._do_merge, batch, latest_ms))
+
+    def _add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                  period_end_ms: int) -> bool:
+        if self._thread is None or self._closed:
+            return False
+        args = (name, now_ms, tokens, cost_micros, period, period_end_ms)
+        self._ops.put(((self._do_add, *args), _Then(self._added, args)))  # answered with the thread's batch
+        return True
+
+    async def drained(self) -> None:
+        if self._thread is not None and not self._closed:
+            await self._submit((_nothing,))  # the thread takes ops in order: every add before it is done
 
     # ── opening ─────────────────────────────────────────────────────────────
 
@@ -657,9 +726,25 @@ class SqliteCounters(_Shared):
             log.warning("limits: could not purge old counts of %s (%s); trying again later", self.where, exc)
 
 
-def _resolve(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+class _Then:
+    """Where the answer of an op sent without a future goes: ``call(args, result, exc)``."""
+
+    __slots__ = ("args", "call")
+
+    def __init__(self, call: Any, args: tuple[Any, ...]) -> None:
+        self.call = call
+        self.args = args
+
+
+def _nothing(conn: Any) -> None:
+    """An op that does nothing: waiting for its answer waits for every op queued before it."""
+
+
+def _resolve(answers: list[tuple[Any, Any, BaseException | None]]) -> None:
     for future, result, exc in answers:
-        if not future.done():
+        if type(future) is _Then:
+            future.call(future.args, result, exc)
+        elif not future.done():
             if exc is None:
                 future.set_result(result)
             else:
@@ -752,6 +837,9 @@ class RedisCounters(_Shared):
         self.timeout_s = timeout_s
         self._client: Any = None
         self._scripts: tuple[Any, Any, Any] | None = None
+        #: adds of add_soon waiting for the task that sends them, and that task
+        self._adds: list[tuple[Any, ...]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         import redis.asyncio as redis
@@ -764,14 +852,18 @@ class RedisCounters(_Shared):
             if not password:
                 log.warning("limits: $%s is not set; %s will likely refuse the connection", self.password_env,
                             self.where)
+        # a bounded pool that makes a request wait for a connection: redis-py's default pool raises
+        # MaxConnectionsError past 100 at once, which would read as Redis being away under load;
         # one quick retry (a pooled connection Redis closed); longer outages: the local fallback
-        self._client = redis.from_url(self.url, password=password, socket_connect_timeout=self.timeout_s,
-                                      socket_timeout=self.timeout_s, health_check_interval=15,
-                                      retry=Retry(NoBackoff(), 1))
+        pool = redis.BlockingConnectionPool.from_url(self.url, max_connections=MAX_CONNECTIONS, timeout=self.timeout_s,
+                                                     password=password, socket_connect_timeout=self.timeout_s,
+                                                     socket_timeout=self.timeout_s, health_check_interval=15)
+        self._client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
         self._scripts = (self._client.register_script(TAKE_LUA), self._client.register_script(ADD_LUA),
                          self._client.register_script(MERGE_LUA))
 
     async def close(self) -> None:
+        await self.drained()  # the adds on their way first
         await super().close()
         if self._client is not None:
             with contextlib.suppress(Exception):  # closing a broken connection: nothing to save
@@ -801,16 +893,52 @@ class RedisCounters(_Shared):
     async def _add(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
                    period_end_ms: int) -> tuple[int, int]:
         script = self._ready()[1]
+        keys, args = self._add_call(name, now_ms, tokens, cost_micros, period, period_end_ms)
+        try:
+            r = await script(keys=keys, args=args)
+        except _redis_errors() as exc:
+            raise _Unreachable(type(exc).__name__) from exc
+        return int(r[0]), int(r[1])
+
+    def _add_call(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                  period_end_ms: int) -> tuple[tuple[str, str], tuple[int, int, int, int]]:
         minute = now_ms // WINDOW_MS
         base = self._base(name)
         keep_minute = (minute + 2) * WINDOW_MS + MINUTE_GRACE_MS - now_ms
         keep_period = period_end_ms + PERIOD_GRACE_MS - now_ms if period_end_ms else 0
-        try:
-            r = await script(keys=(f"{base}m:{minute}", f"{base}s:{period}"),
-                             args=(tokens, keep_minute, cost_micros, keep_period))
-        except _redis_errors() as exc:
-            raise _Unreachable(type(exc).__name__) from exc
-        return int(r[0]), int(r[1])
+        return (f"{base}m:{minute}", f"{base}s:{period}"), (tokens, keep_minute, cost_micros, keep_period)
+
+    def _add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                  period_end_ms: int) -> bool:
+        """Queued; one task sends what has queued in one pipeline (one round trip for them all)."""
+        if self._client is None:
+            return False
+        self._adds.append((name, now_ms, tokens, cost_micros, period, period_end_ms))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._send_adds(), name="fastroute-counters-adds")
+        return True
+
+    async def _send_adds(self) -> None:
+        while self._adds:
+            batch, self._adds = self._adds, []
+            try:
+                script = self._ready()[1]
+                pipe = self._client.pipeline(transaction=False)
+                for op in batch:
+                    keys, args = self._add_call(*op)
+                    await script(keys=keys, args=args, client=pipe)  # queued on the pipeline
+                replies = await pipe.execute()
+            except (*_redis_errors(), StorageError) as exc:
+                why = _Unreachable(type(exc).__name__)
+                for op in batch:
+                    self._added(op, None, why)
+                continue
+            for op, r in zip(batch, replies, strict=True):
+                self._added(op, (int(r[0]), int(r[1])), None)
+
+    async def drained(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
 
     async def _merge(self, batch: _Batch, latest_ms: int) -> int:
         client = self._client

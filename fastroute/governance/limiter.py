@@ -171,10 +171,18 @@ class Limiter:
 
     async def settle(self, key_name: str, limits: Limits, tokens: int, cost_micros: int,
                      now: float | None = None) -> None:
-        """Add the answer's tokens to this minute and its cost to this period (both at ``now``).
+        """Add the answer's tokens to this minute and its cost to this period (both at ``now``),
+        and wait until they are counted.
 
         Only what a limit of the key uses is counted: tokens with ``tokens_per_minute``, cost with
         ``budget_usd`` (so a budget set later starts from zero)."""
+        self.settle_soon(key_name, limits, tokens, cost_micros, now)
+        await self.counters.drained()
+
+    def settle_soon(self, key_name: str, limits: Limits, tokens: int, cost_micros: int,
+                    now: float | None = None) -> None:
+        """:meth:`settle` without waiting (the request path's way: no task, no future per request;
+        :meth:`~fastroute.governance.counters.Counters.drained` waits for them all)."""
         if tokens < 0 or cost_micros < 0:
             raise ValueError(f"settle: tokens and cost_micros must be 0 or more, got {tokens}, {cost_micros}")
         tokens = tokens if limits._tpm >= 0 else 0
@@ -186,7 +194,7 @@ class Limiter:
             _, end_ms, period = self._period(limits.budget_period, now_ms)
         else:
             end_ms, period = 0, ""
-        await self.counters.add(key_name, now_ms, tokens, cost, period, end_ms)
+        self.counters.add_soon(key_name, now_ms, tokens, cost, period, end_ms)
 
     def _period(self, kind: str, now_ms: int) -> tuple[int, int, str]:
         known = self._periods.get(kind)
