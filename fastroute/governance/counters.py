@@ -541,6 +541,8 @@ class SqliteCounters(_Shared):
         self.busy_timeout_s = busy_timeout_s
         self.purge_interval_s = purge_interval_s
         self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: the answers of adds the thread has not handed to the loop yet (only the thread touches it)
+        self._unanswered: list[tuple[Any, Any, BaseException | None]] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -662,8 +664,18 @@ class SqliteCounters(_Shared):
         finally:
             conn.close()
 
-    def _answer(self, answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    def _answer(self, answers: list[tuple[Any, Any, BaseException | None]]) -> None:
+        """Hand the batch's answers to the loop.  A batch of adds that all went well wakes nobody:
+        their answers (what the backend counted, for the local fallback) wait for the next batch
+        that has a caller waiting — a wake-up of the loop saved per request."""
         assert self._loop is not None
+        if len(self._unanswered) < SQLITE_BATCH_MAX and all(type(future) is _Then and exc is None
+                                                            for future, _, exc in answers):
+            self._unanswered.extend(answers)
+            return
+        if self._unanswered:
+            answers = [*self._unanswered, *answers]
+            self._unanswered.clear()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(_resolve, answers)
 
