@@ -48,7 +48,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import Children, free_port, tree_pids, wait_healthy  # noqa: E402  (one place for each)
+# one place for each: the loop, the port, the children, the wait
+from e2e import Children, _new_loop, free_port, tree_pids, wait_healthy
 
 MODEL = "bench-paced"
 #: requests answered before the idle figure: the event feed's history (500 events) is then full
@@ -141,11 +142,7 @@ def upstream_main(port: int, interval: float, stream_head: bytes = STREAM_HEAD) 
             if self.timer is not None:
                 self.timer.cancel()
 
-    try:
-        import uvloop
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = _new_loop()
     asyncio.set_event_loop(loop)
     server = loop.run_until_complete(loop.create_server(Paced, "127.0.0.1", port, backlog=4096))
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,6 @@ Redis' answers by redis-py — all on the event loop.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,31 +49,6 @@ def record(i: int) -> AuditRecord:
                        "openai", f"model-{i % 8}", 1200, 300, 800, 4500, 812.5, 95.0, 200, None, True)
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        lp = uvloop.new_event_loop()
-    except ImportError:
-        lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    from tests.redis_server import RedisServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = RedisServer(port)
-    try:
-        yield server.port
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
 def impl(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -82,8 +56,8 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 def make(impl: str, path: Path, request: pytest.FixtureRequest) -> AuditLog:
     if impl == "redis":
-        port = request.getfixturevalue("redis_port")
-        return RedisAuditLog(f"redis://127.0.0.1:{port}/0", None, f"bench-{uuid.uuid4().hex[:8]}:")
+        url = request.getfixturevalue("redis_server").url
+        return RedisAuditLog(url, None, f"bench-{uuid.uuid4().hex[:8]}:")
     return SqliteAuditLog(path) if impl == "sqlite" else MemoryAuditLog()
 
 

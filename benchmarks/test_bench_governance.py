@@ -203,22 +203,6 @@ def impl(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def counters(impl: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop,
-             tmp_path: Path) -> Iterator[Counters]:
-    if impl == "redis":
-        server = request.getfixturevalue("redis_server")
-        made: Counters = RedisCounters(server.url, None, f"bench-gov-{os.getpid()}-{time.monotonic_ns()}:")
-    elif impl == "sqlite":
-        made = SqliteCounters(tmp_path / "limits.sqlite3")
-    else:
-        made = MemoryCounters()
-    loop.run_until_complete(made.start())
-    yield made
-    assert not made.degraded  # measured against the backend, not the local fallback
-    loop.run_until_complete(made.close())
-
-
 def _record(benchmark: Any, figures: dict[str, float], name: str, per_round: int,
             wall: list[float] | None = None, side: Side | None = None) -> float | None:
     """µs per request of a benchmark's median round, kept for the summary and in extra_info."""

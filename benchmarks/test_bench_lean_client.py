@@ -4,15 +4,15 @@
 
 Every figure is **CPU time of this process** (``time.process_time``) per request, not wall
 time: the upstream runs in its own process, so its work and the time spent waiting for it
-are in no column.  The fixtures and the plain call are those of
-``test_bench_upstream_client.py`` (the e2e stub, one uvloop loop, warmed keep-alive
-connections); the clients are made here, as the lean one is not yet in ``make_client``.
+are in no column.  The e2e stub, the uvloop loop and the clients' dict (closed at the end) are
+fixtures of ``conftest.py``, the plain call is ``test_bench_upstream_client.py``'s (warmed
+keep-alive connections); the clients are made here, as the lean one is not yet in ``make_client``.
 
 - ``lean-client-post``: one ``post`` answered with a JSON ``chat.completion``.
 - ``lean-client-stream-20``: one ``stream`` read to its end and closed: twenty SSE events,
   each written by the upstream 1 ms after the one before, so each arrives on its own and
   every per-chunk cost is counted twenty times (wall time is ~20 ms a round; CPU is the figure).
-- ``lean-client-stream-burst``: the e2e stub's stream (eleven events and ``[DONE]``, written
+- ``lean-client-stream-burst``: the e2e stub's stream (twenty-one events and ``[DONE]``, written
   at once): the cost of a stream's setup and end.
 
 The ``floor`` column is no client: a bare ``asyncio.Protocol`` with ``httptools`` on one
@@ -28,8 +28,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -39,10 +37,15 @@ from urllib.parse import urlsplit
 
 import httptools
 import pytest
+from support import free_port, new_loop, running
 
-if __name__ != "__main__":  # collected by pytest (benchmarks/ is on sys.path): the shared fixtures and helpers
-    from test_bench_upstream_client import (  # noqa: F401 (clients, loop, stub_url: fixtures)
-        STREAM_BODY, STREAM_HEADERS, TIMEOUTS, _free_port, _post, _stream, clients, loop, stub_url,
+if __name__ != "__main__":  # collected by pytest (benchmarks/ is on sys.path): the plain call's helpers
+    from test_bench_upstream_client import (
+        STREAM_BODY,
+        STREAM_HEADERS,
+        TIMEOUTS,
+        _post,
+        _stream,
     )
 
     from fastroute.providers.transport import Reply
@@ -97,11 +100,7 @@ def paced_stub(port: int, lifetime_s: float, parent: int) -> None:
             if self.timer is not None:
                 self.timer.cancel()
 
-    try:
-        import uvloop
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = new_loop()
     server = loop.run_until_complete(loop.create_server(Paced, "127.0.0.1", port))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, loop.stop)
@@ -214,32 +213,10 @@ class _FloorStream:
 
 @pytest.fixture(scope="module")
 def paced_url() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE), "--stub", str(port), "600", str(os.getpid())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the paced stub exited with {proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the paced stub did not listen") from None
-                time.sleep(0.05)
+    """The paced upstream (this file as a script) in its own process."""
+    port = free_port()
+    with running([sys.executable, str(HERE), "--stub", str(port), "600", str(os.getpid())], port):
         yield f"http://127.0.0.1:{port}/v1/chat/completions"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
 
 
 @pytest.fixture(params=IMPLS)
@@ -265,7 +242,24 @@ def _client(clients: dict[str, Any], impl: str) -> Any:
 def _measure(benchmark: Any, one_round: Any, requests: int, rounds: int) -> None:
     """``rounds`` rounds of ``one_round`` (``requests`` requests each), timed in CPU seconds."""
     benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=2)
-    benchmark.extra_info["cpu_us_per_request"] = round(benchmark.stats.stats.mean / requests * 1e6, 1)
+    if benchmark.stats is not None:  # None under --benchmark-disable (one round, nothing timed)
+        benchmark.extra_info["cpu_us_per_request"] = round(benchmark.stats.stats.mean / requests * 1e6, 1)
+
+
+def _measure_many(benchmark: Any, loop: asyncio.AbstractEventLoop, call: Any, client: Any, url: str,
+                  rounds: int) -> bytes:
+    """``await call(client, url)`` 50 times (opening and warming the keep-alive connection), then
+    ``rounds`` rounds of 20, each in one ``run_until_complete``: the figure is the client's, not the
+    loop's entry.  The warm-up's last body."""
+
+    async def many(n: int) -> bytes:
+        for _ in range(n):
+            body = await call(client, url)
+        return body
+
+    body = loop.run_until_complete(many(50))
+    _measure(benchmark, lambda: loop.run_until_complete(many(20)), requests=20, rounds=rounds)
+    return body
 
 
 # ── the benchmarks ────────────────────────────────────────────────────────
@@ -274,17 +268,8 @@ def _measure(benchmark: Any, one_round: Any, requests: int, rounds: int) -> None
 def test_post_cpu(benchmark: Any, impl: str, stub_url: str, loop: asyncio.AbstractEventLoop,
                   clients: dict[str, Any]) -> None:
     benchmark.group = "lean-client-post"
-    client = _client(clients, impl)
-    run = loop.run_until_complete
-
-    async def many(n: int) -> bytes:
-        for _ in range(n):
-            body = await _post(client, stub_url)
-        return body
-
-    assert b'"object":"chat.completion"' in run(many(50))  # opens and warms the keep-alive connection
-    # 20 requests a round, in one run_until_complete: the figure is the client's, not the loop's entry
-    _measure(benchmark, lambda: run(many(20)), requests=20, rounds=150)
+    body = _measure_many(benchmark, loop, _post, _client(clients, impl), stub_url, rounds=150)
+    assert b'"object":"chat.completion"' in body
 
 
 @pytest.mark.benchmark(timer=time.process_time)
@@ -318,16 +303,8 @@ def test_stream_20_cpu(benchmark: Any, impl: str, paced_url: str, loop: asyncio.
 def test_stream_burst_cpu(benchmark: Any, impl: str, stub_url: str, loop: asyncio.AbstractEventLoop,
                           clients: dict[str, Any]) -> None:
     benchmark.group = "lean-client-stream-burst"
-    client = _client(clients, impl)
-    run = loop.run_until_complete
-
-    async def many(n: int) -> bytes:
-        for _ in range(n):
-            body = await _stream(client, stub_url)
-        return body
-
-    assert run(many(50)).endswith(b"data: [DONE]\n\n")
-    _measure(benchmark, lambda: run(many(20)), requests=20, rounds=100)
+    body = _measure_many(benchmark, loop, _stream, _client(clients, impl), stub_url, rounds=100)
+    assert body.endswith(b"data: [DONE]\n\n")
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--stub":

@@ -22,53 +22,14 @@ in its own process on this machine (skipped when there is none).
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fastroute.governance.limiter import (
-    Counters,
-    Limiter,
-    Limits,
-    MemoryCounters,
-    RedisCounters,
-    SqliteCounters,
-)
+from fastroute.governance.limiter import Counters, Limiter, Limits
 
 N = 1000
 LIMITS = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, budget_usd=10**6, budget_period="month")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        lp = uvloop.new_event_loop()
-    except ImportError:
-        lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(_free_port())
-    try:
-        yield server.port
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -77,19 +38,9 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def limiter(impl: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop,
-            tmp_path: Path) -> Iterator[Limiter]:
-    if impl == "redis":
-        counters: Counters = RedisCounters(f"redis://127.0.0.1:{request.getfixturevalue('redis_port')}/0", None,
-                                           f"bench-{os.getpid()}:")
-    elif impl == "sqlite":
-        counters = SqliteCounters(tmp_path / "bench.sqlite3")
-    else:
-        counters = MemoryCounters()
-    loop.run_until_complete(counters.start())
-    yield Limiter(counters)
-    assert not counters.degraded  # measured against the backend, not the local fallback
-    loop.run_until_complete(counters.close())
+def limiter(counters: Counters) -> Limiter:
+    """On ``conftest.py``'s counters of the ``impl`` kind."""
+    return Limiter(counters)
 
 
 async def _request(limiter: Limiter) -> bool:

@@ -46,12 +46,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
+from support import twin
 
 from fastroute import _speedups
 from fastroute.canonical import ChatRequest, Usage
@@ -60,6 +60,7 @@ from fastroute.formats import anthropic, openai
 from fastroute.formats.shape import built_with
 from fastroute.limits import MAX_JSON_DEPTH, check_depth
 from fastroute.pipeline import Answer, Exchange, Pipeline, read_answer, request_needs
+from fastroute.pricing import Pricing
 from fastroute.providers import build_providers
 from fastroute.providers.lean.client import (
     HeaderBlocks,
@@ -71,7 +72,6 @@ from fastroute.providers.transport import Reply, Timeouts
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
-from fastroute.pricing import Pricing
 from fastroute.recording.recorder import Recorder
 from fastroute.routing import Router
 from fastroute.routing.catalogue import Catalogue
@@ -241,19 +241,11 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 def _shape_module(impl: str) -> ModuleType:
-    if impl == "compiled":
-        if _speedups.shape_c is None:
-            pytest.skip("compiled speedups not available")
-        return _speedups.shape_c
-    return _speedups.shape_py
+    return twin(impl, _speedups.shape_c, _speedups.shape_py)
 
 
 def _keyword_matcher(impl: str) -> type:
-    if impl == "compiled":
-        if _speedups.KeywordMatcherC is None:
-            pytest.skip("compiled speedups not available")
-        return _speedups.KeywordMatcherC
-    return _speedups.KeywordMatcherPy
+    return twin(impl, _speedups.KeywordMatcherC, _speedups.KeywordMatcherPy)
 
 
 # ── 1-4: reading the request ──────────────────────────────────────────────
@@ -545,19 +537,6 @@ class InProcess:
 
     async def aclose(self) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 @pytest.mark.parametrize("variant", ["bare", "classified"])

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import pytest
+from support import twin
 
 from fastroute import _speedups
 from fastroute.config import config_from_dict
@@ -28,11 +29,7 @@ def _config(n: int) -> dict:
 
 @pytest.fixture(params=["python", "compiled"])
 def impl(request: pytest.FixtureRequest) -> type:
-    if request.param == "compiled":
-        if _speedups.RuleScannerC is None:
-            pytest.skip("compiled speedups not available")
-        return _speedups.RuleScannerC
-    return _speedups.RuleScannerPy
+    return twin(request.param, _speedups.RuleScannerC, _speedups.RuleScannerPy)
 
 
 @pytest.mark.parametrize("rules", [10, 100, 500])

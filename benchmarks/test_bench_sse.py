@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from support import twin
 
 from fastroute import _speedups
 
@@ -44,11 +45,7 @@ def _per_event(data: bytes) -> list[bytes]:
 
 @pytest.fixture(params=["python", "compiled"], ids=["python", "compiled"])
 def impl(request: pytest.FixtureRequest) -> type:
-    if request.param == "compiled":
-        if _speedups.SSEDecoderC is None:
-            pytest.skip("compiled speedups not available")
-        return _speedups.SSEDecoderC
-    return _speedups.SSEDecoderPy
+    return twin(request.param, _speedups.SSEDecoderC, _speedups.SSEDecoderPy)
 
 
 def _run(cls: type, chunks: list[bytes]) -> int:

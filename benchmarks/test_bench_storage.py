@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -46,34 +45,6 @@ N = 1000
 VALUE = os.urandom(1024)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        lp = uvloop.new_event_loop()
-    except ImportError:
-        lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(_free_port())  # skips without redis-server (fails with FASTROUTE_REQUIRE_REDIS)
-    try:
-        yield server.port
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -83,8 +54,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 def store(kind: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop,
           tmp_path: Path) -> Iterator[Store]:
     if kind == "redis":
-        made: Store = RedisStore(f"redis://127.0.0.1:{request.getfixturevalue('redis_port')}/0", None,
-                                 f"bench-{os.getpid()}:")
+        made: Store = RedisStore(request.getfixturevalue("redis_server").url, None, f"bench-{os.getpid()}:")
     elif kind == "sqlite":
         made = SqliteStore(tmp_path / "bench.sqlite3")
     else:

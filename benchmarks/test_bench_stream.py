@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support import twin
 
 from fastroute import _speedups
 from fastroute.formats import anthropic, ollama, openai
@@ -38,11 +39,7 @@ STREAMS = {
 
 @pytest.fixture(params=["python", "compiled"])
 def impl(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "compiled":
-        if _speedups.decode_c is None:
-            pytest.skip("compiled speedups not available")
-        return _speedups.decode_c
-    return _speedups.decode_py
+    return twin(request.param, _speedups.decode_c, _speedups.decode_py)
 
 
 def _decode(cls: type, chunks: list[bytes]) -> int:

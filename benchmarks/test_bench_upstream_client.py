@@ -9,94 +9,26 @@ the seam fastroute's providers use, against the zero-latency stub of
 ``benchmarks/e2e.py`` running in its own process (so its CPU is not in the
 figures).  The coroutines run on one uvloop event loop made once for the module
 (``run_until_complete``), the loop fastroute's workers use; the same overhead
-is in both columns.  Keep-alive connections are warmed before measuring.
+is in both columns.  The stub, the loop and the clients are fixtures of
+``conftest.py``.  Keep-alive connections are warmed before measuring.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from ceiling_app import STREAM_TOKENS
 
 from fastroute.providers.transport import Timeouts, make_client
 
-E2E = Path(__file__).resolve().with_name("e2e.py")
 TIMEOUTS = Timeouts(connect=5.0, read=30.0)
 HEADERS = {"content-type": "application/json", "accept": "application/json"}
 STREAM_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 BODY = (b'{"model":"bench-model","messages":[{"role":"system","content":"You are terse."},'
         b'{"role":"user","content":"Say hello."}],"max_tokens":16,"stream":false}')
 STREAM_BODY = BODY.replace(b'"stream":false', b'"stream":true')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def stub_url() -> Iterator[str]:
-    """The e2e stub in a subprocess (its own process group; it also stops by itself after 10 minutes)."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(E2E), "--_stub", str(port), "1", "600", str(os.getpid())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the stub exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the stub did not answer")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/v1/chat/completions"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        lp = uvloop.new_event_loop()
-    except ImportError:
-        lp = asyncio.new_event_loop()
-    yield lp
-    lp.run_until_complete(lp.shutdown_asyncgens())
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def clients(loop: asyncio.AbstractEventLoop) -> Iterator[dict[str, Any]]:
-    made: dict[str, Any] = {}
-    yield made
-    for client in made.values():
-        loop.run_until_complete(client.aclose())
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
@@ -146,4 +78,4 @@ def test_stream(benchmark: Any, impl: str, stub_url: str, loop: asyncio.Abstract
         run(_stream(client, stub_url))
     body = benchmark(lambda: run(_stream(client, stub_url)))
     assert body.endswith(b"data: [DONE]\n\n")
-    assert body.count(b"chat.completion.chunk") == 11  # ten tokens and the usage chunk
+    assert body.count(b"chat.completion.chunk") == STREAM_TOKENS + 1  # the tokens and the usage chunk

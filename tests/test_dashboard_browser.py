@@ -382,7 +382,8 @@ def test_dashboard_charts_with_one_and_with_thousands_of_requests(tmp_path: Path
         counts, p50, p95, _ = await page.js(CHART)
         assert len(counts) == 60 and all(p50[i] and float(p50[i]) <= float(p95[i]) for i, c in enumerate(counts) if c)
         assert await page.js("document.querySelectorAll('#chart-requests rect').length") == sum(1 for c in counts if c)
-        assert await page.js("document.querySelector('#stats tr[data-key=\"echo / echo\"] td.num').textContent") == "1001"
+        # the figures redraw at most every 100 ms, after the chart: wait for them, do not read them at once
+        await page.until("document.querySelector('#stats tr[data-key=\"echo / echo\"] td.num').textContent === '1001'")
         assert await page.js("document.querySelectorAll('#requests tbody tr').length") == 300  # the list is bounded
         assert await page.js(FITS) == []
 
@@ -394,7 +395,7 @@ def test_dashboard_charts_with_one_and_with_thousands_of_requests(tmp_path: Path
         await page.until("document.getElementById('interval').textContent === '· per 10 min, 60 intervals'")
         await page.until("document.getElementById('chart-requests').dataset.values.split(',').map(Number)"
                          ".reduce((a, b) => a + b) === 4001")
-        assert await page.js("document.querySelector('#stats tr[data-key=\"echo / echo\"] td.num').textContent") == "4001"
+        await page.until("document.querySelector('#stats tr[data-key=\"echo / echo\"] td.num').textContent === '4001'")
         shot = await page.call("Page.captureScreenshot", format="png")
         (tmp_path / "dashboard-hours.png").write_bytes(base64.b64decode(shot["data"]))
 
