@@ -32,10 +32,11 @@ from fastroute.governance.limiter import (
     period_of,
     window_wait_ms,
 )
+from fastroute.governance.shm_counters import ShmCounters
 from tests.redis_server import PASSWORD, RedisServer, redis_url
 
 # the module stays light to import: the two-process tests import it again in each child (spawn)
-KINDS = ["memory", "sqlite", "redis"]
+KINDS = ["memory", "sqlite", "shm", "redis"]
 PASSWORD_ENV = "FR_TEST_LIMITER_REDIS_PASSWORD"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +72,8 @@ def new_counters(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
         return lambda: RedisCounters(redis_url(server.port), PASSWORD_ENV, prefix)
     if kind == "sqlite":
         return lambda: SqliteCounters(tmp_path / "counters.sqlite3")
+    if kind == "shm":
+        return lambda: ShmCounters(tmp_path / "limits.shm")
     return MemoryCounters
 
 
@@ -425,7 +428,7 @@ def test_redis_keys_their_expiry_and_no_password_shown(redis_server: Any, monkey
         await raw.aclose()
 
     run(scenario())
-    assert caplog.text.count(f"limits: cannot reach {url} (AuthenticationError") == 1
+    assert caplog.text.count(f"limits: cannot reach {url} (WRONGPASS") == 1
     assert PASSWORD not in caplog.text
 
 
@@ -513,7 +516,7 @@ def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         run(scenario())
     finally:
         server.kill()
-    assert caplog.text.count(f"limits: cannot reach {url} (ConnectionError") == 1
+    assert caplog.text.count(f"limits: cannot reach {url} (RespUnavailable") == 1
     assert caplog.text.count(f"limits: {url} is back; added what this process counted meanwhile: 2 minute(s) and "
                              "1 period(s) of 1 key(s); 3 minute(s) or period(s) that had ended dropped") == 1
     assert PASSWORD not in caplog.text
