@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -86,3 +87,17 @@ def clients(loop: asyncio.AbstractEventLoop) -> Iterator[dict[str, Any]]:
     yield made
     for client in made.values():
         loop.run_until_complete(client.aclose())
+
+
+@pytest.fixture(scope="module")
+def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, float]]:
+    """Figures by name, filled by a module's benchmarks; at its end, the lines of its own
+    ``_summary(figures)`` are printed (the budget, the ratios)."""
+    found: dict[str, float] = {}
+    yield found
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if found and reporter is not None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            for line in request.module._summary(found):
+                reporter.write_line(line)

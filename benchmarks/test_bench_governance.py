@@ -53,13 +53,12 @@ assert: the machine's load moves them).  Redis is a real ``redis-server`` on thi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,19 +164,6 @@ def _process_cpu(pid: int) -> float:
 
 
 # ── fixtures ──────────────────────────────────────────────────────────────
-
-@pytest.fixture(scope="module")
-def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, float]]:
-    """µs per request by name, filled by the benchmarks; printed against the budget at the end."""
-    found: dict[str, float] = {}
-    yield found
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if found and reporter is not None:
-        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-            for line in _summary(found):
-                reporter.write_line(line)
-
 
 class Side:
     """What does the counters' (or the audit log's) work off the loop: its CPU, read around a benchmark."""

@@ -26,7 +26,6 @@ load moves them).  Redis is a real ``redis-server`` on this machine (skipped wit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -45,42 +44,6 @@ def _process_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-        lp = uvloop.new_event_loop()
-    except ImportError:
-        lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[Any]:
-    from tests.conftest import free_port
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(free_port())  # skips without redis-server
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, float]]:
-    """µs per call by name, filled by the benchmarks; printed with the ratios at the end."""
-    found: dict[str, float] = {}
-    yield found
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if found and reporter is not None:
-        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-            for line in _summary(found):
-                reporter.write_line(line)
 
 
 @pytest.fixture(params=IMPLS)
