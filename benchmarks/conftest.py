@@ -49,7 +49,7 @@ def redis_server() -> Iterator[Any]:
 @pytest.fixture
 def counters(impl: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop,
              tmp_path: Path) -> Iterator[Counters]:
-    """The rate-limit counters of kind ``impl`` (memory, sqlite, redis: the module's parameter),
+    """The rate-limit counters of kind ``impl`` (memory, shm, sqlite, redis: the module's parameter),
     started on the module's loop; at the end they must not have fallen back to counting locally."""
     from fastroute.governance.limiter import (
         MemoryCounters,
@@ -62,6 +62,10 @@ def counters(impl: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEv
         made: Counters = RedisCounters(server.url, None, f"bench-{os.getpid()}-{time.monotonic_ns()}:")
     elif impl == "sqlite":
         made = SqliteCounters(tmp_path / "limits.sqlite3")
+    elif impl == "shm":
+        from fastroute.governance.shm_counters import ShmCounters
+
+        made = ShmCounters(tmp_path / "limits.shm")
     else:
         made = MemoryCounters()
     loop.run_until_complete(made.start())

@@ -89,6 +89,7 @@ from fastroute.governance.limiter import (
     RedisCounters,
     SqliteCounters,
 )
+from fastroute.governance.shm_counters import ShmCounters
 from fastroute.pipeline import Answer, Pipeline
 from fastroute.pricing import Pricing
 from fastroute.providers import build_providers
@@ -111,7 +112,10 @@ LIMITS = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, budget_usd=
 TOKENS = 17
 PRICING = {"upstream-model": {"prompt_cost_per_million": 2.5, "completion_cost_per_million": 10.0,
                               "cached_prompt_cost_per_million": 1.25}}
-KINDS = ["memory", "sqlite", "redis"]
+#: the counters measured: memory, shm (what ``[storage] kind = "sqlite"`` counts in: a shared-memory
+#: file), sqlite (the SQLite counters it used before), redis; the audit log is the kind's own
+#: (SQLite for shm and sqlite)
+KINDS = ["memory", "shm", "sqlite", "redis"]
 
 
 def _sha(secret: str) -> str:
@@ -316,13 +320,13 @@ def _audit(kind: str, path: Path, request: pytest.FixtureRequest) -> AuditLog:
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         return RedisAuditLog(server.url, None, f"bench-gov-{os.getpid()}-{time.monotonic_ns()}:")
-    return MemoryAuditLog() if kind == "memory" else SqliteAuditLog(path)
+    return MemoryAuditLog() if kind == "memory" else SqliteAuditLog(path)  # shm and sqlite: SQLite's
 
 
 def _writer(kind: str, request: pytest.FixtureRequest) -> Side | None:
     """Where an audit log writes off the loop: SQLite's thread; Redis's server (its writer is a task
     on the loop, so its own part is in the loop's figure)."""
-    if kind == "sqlite":
+    if kind in ("sqlite", "shm"):
         return Side(lambda: _thread_cpu("fastroute-audit-writer"))
     return _side(kind, request.getfixturevalue("redis_server")) if kind == "redis" else None
 
@@ -397,7 +401,7 @@ def test_governance_request(benchmark: Any, impl: str, counters: Counters, loop:
                                       rounds=30 if impl == "memory" else 10, warmup_rounds=1)
         assert admitted == N and ex.cost_micros == 65
         us = _record(benchmark, figures, f"request {impl}", N, wall[1:], side)
-        if us is not None and impl == "sqlite":
+        if us is not None and impl in ("sqlite", "shm"):
             figures[f"request {impl} audit-writer"] = benchmark.extra_info["audit_writer_us_per_request"] = \
                 round(writer.us_per(N * (len(benchmark.stats.stats.data) + 1)), 2)
         assert audit.dropped == 0
@@ -427,6 +431,8 @@ class Dispatcher:
             self.counters, self.audit = MemoryCounters(), MemoryAuditLog()
         elif governance == "sqlite":
             self.counters, self.audit = SqliteCounters(where / "limits.sqlite3"), SqliteAuditLog(where / "audit.sqlite3")
+        elif governance == "shm":
+            self.counters, self.audit = ShmCounters(where / "limits.shm"), SqliteAuditLog(where / "audit.sqlite3")
         elif governance == "redis":
             server = request.getfixturevalue("redis_server")
             self.counters = RedisCounters(server.url, None, f"bench-gov-{os.getpid()}-{time.monotonic_ns()}:")

@@ -1,7 +1,8 @@
 """Where a worker keeps what outlives a request, as ``[storage]`` says: the audit log, the admin
 API's keys and the rate-limit and budget counts.  Each comes in the three kinds — memory (one
 worker's own), SQLite (one file beside the state, shared by the workers of a machine) and Redis
-(every worker of every instance) — and :func:`_by_kind` is the one place that picks among them.
+(every worker of every instance) — and :func:`_by_kind` is the one place that picks among them
+(the counts of one machine are in shared memory rather than SQLite: see :func:`open_counters`).
 Nothing is opened here: each is started on the worker's loop."""
 
 from __future__ import annotations
@@ -61,11 +62,14 @@ def open_key_store(config: Config) -> KeyStore | None:
 
 
 def open_counters(config: Config, keys: KeyRing) -> Counters | None:
-    """Where the keys' rate limits and budgets are counted (``limits.sqlite3`` for SQLite); None when
+    """Where the keys' rate limits and budgets are counted; for ``kind = "sqlite"`` (one machine)
+    ``limits.shm`` beside the state, a file every worker maps into memory and counts in under a
+    file lock (:mod:`fastroute.governance.shm_counters`: no thread, a few µs a request); None when
     no key has a limit and none can be made (the admin API is off)."""
     if not keys.limited and keys.store is None:
         return None
     from fastroute.governance import counters
+    from fastroute.governance.shm_counters import ShmCounters
 
-    return _by_kind(config, counters.MemoryCounters, counters.RedisCounters, counters.SqliteCounters,
-                    state_path(config).with_name("limits.sqlite3"))
+    return _by_kind(config, counters.MemoryCounters, counters.RedisCounters, ShmCounters,
+                    state_path(config).with_name("limits.shm"))
