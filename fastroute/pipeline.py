@@ -38,7 +38,7 @@ import orjson
 
 from fastroute.canonical import ChatRequest, ChatResponse, ImagePart, StreamEvent, TextPart, Usage, own_call
 from fastroute.config import Config
-from fastroute.errors import Forbidden, RateLimited, RequestError, UpstreamError
+from fastroute.errors import RateLimited, RequestError, UpstreamError
 from fastroute.headers import MAX_MODEL_CHARS, check_model_name, header_value
 from fastroute.limits import StreamLineTooLong
 from fastroute.plugins import MODIFIED, PluginContext, PluginSet, Stop
@@ -351,8 +351,8 @@ class Pipeline:
         model, stream = dialect.check_request(body)
         ex.requested_model, ex.stream = check_model_name(model), stream
         key = ask.caller.key if ask.caller is not None else None
-        if key is not None and not key.allows(model):
-            raise Forbidden(f"key {key.name!r} may not use model '{model}'", param="model", code="model_not_allowed")
+        if key is not None:
+            key.require(model)
         if ex.session is None:
             ex.session = session_in(body)
         if key is not None and key.limits is not None and self.limiter is not None:

@@ -113,10 +113,6 @@ class Counters(Backed, abc.ABC):
     #: for log lines: ``memory``, a path, or ``redis://host:port/db`` — never a password
     where: str
 
-    def __init__(self) -> None:
-        #: the adds of :meth:`add_soon` on their way, as tasks (the kinds that do not batch them)
-        self._soon: set[asyncio.Task[None]] = set()
-
     async def start(self) -> None:
         """Open files, connections and threads, on the running loop."""
 
@@ -139,19 +135,15 @@ class Counters(Backed, abc.ABC):
                   period: str, period_end_ms: int) -> None:
         """``tokens`` more in ``now_ms``'s minute, ``cost_micros`` more spent in ``period``."""
 
+    @abc.abstractmethod
     def add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
                  period_end_ms: int) -> None:
-        """:meth:`add`, without waiting for it (the request path settles this way): never raises;
-        what could not reach the backend is counted locally, as :meth:`add` does."""
-        task = asyncio.get_running_loop().create_task(self.add(name, now_ms, tokens, cost_micros, period,
-                                                               period_end_ms))
-        self._soon.add(task)
-        task.add_done_callback(self._soon.discard)
+        """:meth:`add`, without waiting for it and without a task (the request path settles this
+        way): never raises; what could not reach the backend is counted locally, as :meth:`add` does."""
 
     async def drained(self) -> None:
-        """Return when every :meth:`add_soon` so far is counted (a clean stop waits for this)."""
-        if self._soon:
-            await asyncio.gather(*self._soon, return_exceptions=True)
+        """Return when every :meth:`add_soon` so far is counted (a clean stop waits for this);
+        at once for the kinds that count before ``add_soon`` returns."""
 
 
 # ── memory ────────────────────────────────────────────────────────────────
@@ -187,7 +179,6 @@ class MemoryCounters(Counters):
     """One process's counts (each worker its own; lost at exit).  One small object per key name seen."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.where = "memory (this process's own)"
         self._keys: dict[str, _Key] = {}
 
@@ -213,6 +204,11 @@ class MemoryCounters(Counters):
 
     async def add(self, name: str, now_ms: int, tokens: int, cost_micros: int,
                   period: str, period_end_ms: int) -> None:
+        self.add_soon(name, now_ms, tokens, cost_micros, period, period_end_ms)
+
+    def add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
+                 period_end_ms: int) -> None:
+        """Counted at once."""
         key = self._keys.get(name)
         if key is None:
             key = self._keys[name] = _Key()
@@ -226,17 +222,6 @@ class MemoryCounters(Counters):
                 key.prev_tokens += tokens
         if cost_micros and key.to_period(period, period_end_ms):
             key.spent += cost_micros
-
-    def add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
-                 period_end_ms: int) -> None:
-        coro = self.add(name, now_ms, tokens, cost_micros, period, period_end_ms)
-        try:
-            coro.send(None)  # it never awaits: done at once, without a task
-        except StopIteration:
-            pass
-
-    async def drained(self) -> None:
-        """Nothing is ever pending."""
 
 
 # ── the local fallback of the shared kinds ──────────────────────────────────
@@ -380,7 +365,6 @@ class _Shared(Counters):
     retry_first_s, retry_max_s = RETRY_FIRST_S, RETRY_MAX_S
 
     def __init__(self) -> None:
-        super().__init__()
         self._local = _Local()
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
@@ -436,11 +420,10 @@ class _Shared(Counters):
         if self._down or not self._add_soon(name, now_ms, tokens, cost_micros, period, period_end_ms):
             self._local.add(name, now_ms, tokens, cost_micros, period, period_end_ms)
 
+    @abc.abstractmethod
     def _add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
                   period_end_ms: int) -> bool:
         """Send the add on its way, its answer to :meth:`_added`; False when it cannot be sent."""
-        Counters.add_soon(self, name, now_ms, tokens, cost_micros, period, period_end_ms)
-        return True
 
     def _added(self, op: tuple[Any, ...], result: tuple[int, int] | None, exc: BaseException | None) -> None:
         """The answer to an add sent by :meth:`_add_soon` (``op``: its arguments from the name on)."""

@@ -484,25 +484,13 @@ class Script:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def _encode(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
-        """``EVALSHA`` as :func:`encode` makes it (inlined: this is the counters' every call)."""
+        """``EVALSHA`` as :func:`encode` makes it, its head made once."""
         nkeys = len(keys)
         n = 3 + nkeys + len(args)
         digits = b"%d" % nkeys
         parts = [_COUNTS[n] if n < 256 else b"*%d" % n, self._head, _SIZES[len(digits)], digits]
-        append = parts.append
-        sizes = _SIZES
-        for arg in (*keys, *args):
-            kind = type(arg)
-            if kind is str:
-                arg = arg.encode()
-            elif kind is int:
-                arg = b"%d" % arg
-            elif kind is not bytes:
-                arg = _coerce(arg)
-            n = len(arg)
-            append(sizes[n] if n < 1024 else b"$%d" % n)
-            append(arg)
-        append(b"")
+        _put(parts, (*keys, *args))
+        parts.append(b"")
         return _CRLF.join(parts)
 
     async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:

@@ -397,9 +397,6 @@ class ShmCounters(Counters):
         except Exception:
             log.exception("limits: counting the usage of key %r in %s failed", name, self.where)
 
-    async def drained(self) -> None:
-        """Nothing is ever pending."""
-
 
 def _zeros(fd: int, size: int) -> bool:
     """Whether the file holds nothing but zeros."""
