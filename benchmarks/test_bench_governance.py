@@ -24,6 +24,9 @@ request**; sync groups time one call.
 - ``governance-limits-concurrent``: the same 1,000 requests 100 at a time (``asyncio.gather``),
   as a busy worker makes them: SQLite answers what queued up meanwhile in one transaction and
   one wake-up of the loop, Redis has 100 scripts in flight.
+- ``test_redis_round_trip_floor`` (in ``governance-limits``): one ``PING`` round trip a request on
+  the same RESP client, the floor of any count shared through Redis: the summary reads the Redis
+  limits against it (what a round trip costs the loop on this machine is itself over the budget).
 - ``governance-cost``: ``Recorder.cost_of`` (``Pricing.cost``: the price found once and kept,
   then ``cost_micros``) for a model priced by the config, by the built-in table, by the
   provider's ``cost_per_1m_tokens``.
@@ -297,6 +300,28 @@ def test_limits_concurrent(benchmark: Any, impl: str, counters: Counters, loop: 
     _record(benchmark, figures, f"limits-100 {impl}", N, wall[1:], side)
 
 
+@pytest.mark.benchmark(timer=time.thread_time)
+def test_redis_round_trip_floor(benchmark: Any, loop: asyncio.AbstractEventLoop, redis_server: Any,
+                                figures: dict[str, float]) -> None:
+    """The floor of any count shared through Redis: one ``PING`` a request on fastroute's RESP client
+    (a write, a wake-up, a read, one future), 1,000 one at a time.  ``limits redis`` is read against it."""
+    from fastroute.governance.resp import RespClient
+
+    client = RespClient(redis_server.url)
+    benchmark.group = "governance-limits"
+
+    async def pings() -> int:
+        for _ in range(N):
+            await client.execute("PING")
+        return N
+
+    try:
+        assert benchmark.pedantic(lambda: loop.run_until_complete(pings()), rounds=10, warmup_rounds=1) == N
+        _record(benchmark, figures, "redis floor", N)
+    finally:
+        loop.run_until_complete(client.close())
+
+
 # ── the cost ──────────────────────────────────────────────────────────────
 
 @pytest.mark.parametrize("impl", ["config", "table", "provider"])
@@ -561,6 +586,10 @@ def _summary(f: dict[str, float]) -> list[str]:
     for kind in KINDS:
         lines.append(f"  limits admit + settle, {kind:<6} {us(f'limits {kind}')}{side(f'limits {kind}')}; "
                      f"100 at a time {us(f'limits-100 {kind}')}{side(f'limits-100 {kind}')}")
+    if "redis floor" in f and "limits redis" in f:
+        lines.append(f"  redis floor, one PING round trip a request: {us('redis floor')}; limits on redis = "
+                     f"{f['limits redis'] / f['redis floor']:.2f} round trips' CPU (the budget is "
+                     f"{BUDGET_US / f['redis floor']:.2f} of one)")
     lines.append(f"  cost: [pricing] {us('cost config')}, built-in table {us('cost table')}, "
                  f"provider's price {us('cost provider')}")
     lines.append("  audit record (and its flush): " + ", ".join(

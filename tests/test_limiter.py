@@ -432,6 +432,68 @@ def test_redis_keys_their_expiry_and_no_password_shown(redis_server: Any, monkey
     assert PASSWORD not in caplog.text
 
 
+def test_redis_adds_ride_with_the_next_take_and_survive_a_script_flush(redis_server: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """settle_soon's add is not written alone: it goes with the next admit's script, in the same
+    write; after SCRIPT FLUSH (Redis restarted) the add answered NOSCRIPT is loaded, sent again and
+    counted once; drained() waits for adds still lingering."""
+    import redis.asyncio as redis
+
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    url = redis_url(redis_server.port)
+    t = at(2030, 1, 16, 9, 0, 15)
+    minute = int(t) // 60
+    limits = Limits(requests_per_minute=100, tokens_per_minute=10_000, budget_usd=1.0, budget_period="day")
+
+    async def scenario() -> None:
+        raw = redis.from_url(url, password=PASSWORD)
+        async with RedisCounters(url, PASSWORD_ENV, "ride-test:") as counters:
+            limiter = Limiter(counters)
+            writes: list[bytes] = []
+            assert await limiter.admit("k", limits, t)
+            limiter.settle_soon("k", limits, 0, 0, t)  # nothing to count: nothing sent
+            assert counters._adding == 0
+            transport = counters._client._conn.transport
+            monkeypatch.setattr(counters._client._conn, "transport", _Spy(transport, writes))
+            limiter.settle_soon("k", limits, 40, 700, t)
+            assert writes == []  # lingering
+            assert await limiter.admit("k", limits, t)
+            # the add, then the take, in one write; the add's script was never loaded (NOSCRIPT):
+            # loaded and sent again, alone
+            assert writes[0].count(b"EVALSHA") == 2 and writes[0].index(b"\r\n40\r\n") < writes[0].index(b"EVALSHA", 9)
+            await counters.drained()
+            assert await raw.hgetall(f"ride-test:lim:{{k}}:m:{minute}") == {b"r": b"2", b"t": b"40"}
+            del writes[:]
+            limiter.settle_soon("k", limits, 1, 0, t)
+            assert await limiter.admit("k", limits, t)
+            assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 2  # loaded now: one write for both
+            assert await raw.hgetall(f"ride-test:lim:{{k}}:m:{minute}") == {b"r": b"3", b"t": b"41"}
+            await raw.script_flush()
+            limiter.settle_soon("k", limits, 2, 300, t)
+            await counters.drained()
+            assert await raw.hget(f"ride-test:lim:{{k}}:m:{minute}", "t") == b"43"
+            assert await raw.get("ride-test:lim:{k}:s:day:2030-01-16") == b"1000"
+            assert not counters.degraded
+        await raw.aclose()
+
+    run(scenario())
+
+
+class _Spy:
+    """A transport whose writes are kept (then written)."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def test_redis_merge_of_one_batch_counts_once(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer to a merge was lost and it is sent again: its marker makes the second a no-op."""
     import redis.asyncio as redis

@@ -155,7 +155,7 @@ def test_encode() -> None:
 def test_script_encodes_evalsha_as_encode_does() -> None:
     script = RespClient("redis://127.0.0.1:1/0").script(TAKE_LUA)
     keys, args = ("a:m:1", "a:m:0", "a:s:é"), (59_999, -1, 10**12, 0, b"raw", 2.5)
-    assert script._encode(keys, args) == encode(script.command(keys, args))
+    assert script.encode(keys, args) == encode(script.command(keys, args))
     assert script.command(keys, args)[:3] == ("EVALSHA", script.sha, 3)
 
 
@@ -830,3 +830,87 @@ def test_rediss_speaks_tls_to_a_real_redis_server(certificate: tuple[Path, Path]
     finally:
         proc.kill()
         proc.wait(10)
+
+
+# ── send_soon: commands that ride with the next write ─────────────────────
+
+def test_send_soon_rides_in_the_next_commands_write(run: Run) -> None:
+    """Queued commands go ahead of the next command in the same write, their replies to on_reply."""
+    writes: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            writes.append(data)
+            writer.write(b":%d\r\n" % data.count(b"*") + b"".join(b":%d\r\n" % i for i in range(1, data.count(b"*"))))
+            await writer.drain()
+
+    async def go() -> None:
+        async with plain_server(answer) as (url, _):
+            client = RespClient(url)
+            got: list[Any] = []
+            try:
+                assert await client.execute("PING") == 1  # connected; nothing queued
+                client.send_soon(encode(("INCR", "a")), lambda r, e: got.append(("a", r, e)), linger_s=30)
+                client.send_soon(encode(("INCR", "b")), lambda r, e: got.append(("b", r, e)), linger_s=30)
+                assert got == [] and len(writes) == 1  # not written yet
+                assert await client.execute("GET", "c") == 2  # the third reply of one write
+                assert writes[1] == encode(("INCR", "a")) + encode(("INCR", "b")) + encode(("GET", "c"))
+                assert got == [("a", 3, None), ("b", 1, None)]
+            finally:
+                await client.close()
+    run(go())
+
+
+def test_send_soon_alone_is_written_after_its_linger(run: Run, redis_server: RedisServer, prefix: str) -> None:
+    async def go() -> None:
+        client = _client(redis_server)
+        try:
+            await client.execute("PING")
+            answered = asyncio.get_running_loop().create_future()
+            client.send_soon(encode(("INCR", prefix + "n")), lambda r, e: answered.set_result((r, e)), linger_s=0.05)
+            await asyncio.sleep(0.01)
+            assert not answered.done()
+            assert await asyncio.wait_for(answered, 2) == (1, None)
+            assert await client.execute("GET", prefix + "n") == b"1"
+            # flush_soon writes at once; a client not connected yet connects for it
+            fresh = _client(redis_server)
+            try:
+                again = asyncio.get_running_loop().create_future()
+                fresh.send_soon(encode(("INCR", prefix + "n")), lambda r, e: again.set_result((r, e)), linger_s=30)
+                fresh.flush_soon()
+                assert await asyncio.wait_for(again, 2) == (2, None)
+            finally:
+                await fresh.close()
+        finally:
+            await client.close()
+    run(go())
+
+
+def test_send_soon_errors_reach_on_reply(run: Run, redis_server: RedisServer, prefix: str) -> None:
+    """An error reply, NOSCRIPT included (the caller's to handle), a Redis that is away, and close()."""
+    async def go() -> None:
+        client = _client(redis_server)
+        seen: list[Any] = []
+        try:
+            await client.execute("SET", prefix + "s", "x")
+            client.send_soon(encode(("INCR", prefix + "s")), lambda r, e: seen.append(e))
+            client.send_soon(client.script("return 1").encode(), lambda r, e: seen.append((r, e)))
+            await client.execute("PING")
+            assert isinstance(seen[0], RespError) and seen[0].code == "ERR"
+            assert seen[1] == (None, seen[1][1]) and seen[1][1].code == "NOSCRIPT"
+            client.send_soon(encode(("PING",)), lambda r, e: seen.append(e), linger_s=30)
+            await client.close()
+            assert isinstance(seen[2], RespUnavailable) and "closed" in str(seen[2])
+            client.send_soon(encode(("PING",)), lambda r, e: seen.append(e))  # after close: at once
+            assert isinstance(seen[3], RespUnavailable)
+        finally:
+            await client.close()
+        away = RespClient(redis_url(free_port()), timeout_s=0.5)
+        failed = asyncio.get_running_loop().create_future()
+        away.send_soon(encode(("PING",)), lambda r, e: failed.set_result(e), linger_s=0.01)
+        assert isinstance(await asyncio.wait_for(failed, 3), RespUnavailable)
+        await away.close()
+    run(go())

@@ -68,6 +68,7 @@ import queue
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -832,9 +833,9 @@ class RedisCounters(_Shared):
         self.timeout_s = timeout_s
         self._client: Any = None
         self._scripts: tuple[Any, Any, Any] | None = None
-        #: adds of add_soon waiting for the task that sends them, and that task
-        self._adds: list[tuple[Any, ...]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: adds sent by add_soon and not answered yet; a future drained() waits on for them
+        self._adding = 0
+        self._idle: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         from fastroute.governance.resp import RespClient
@@ -898,37 +899,50 @@ class RedisCounters(_Shared):
 
     def _add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
                   period_end_ms: int) -> bool:
-        """Queued; one task sends what has queued in one write (one round trip for them all)."""
-        if self._client is None:
+        """Sent with the client's next write (the next request's take, most often) or within
+        ``SOON_LINGER_S``: no write, wake-up or task of its own; the reply comes to :meth:`_add_replied`."""
+        client = self._client
+        if client is None:
             return False
-        self._adds.append((name, now_ms, tokens, cost_micros, period, period_end_ms))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._send_adds(), name="fastroute-counters-adds")
+        op = (name, now_ms, tokens, cost_micros, period, period_end_ms)
+        self._adding += 1
+        client.send_soon(self._ready()[1].encode(*self._add_call(*op)), partial(self._add_replied, op))
         return True
 
-    async def _send_adds(self) -> None:
+    def _add_replied(self, op: tuple[Any, ...], reply: Any, error: BaseException | None) -> None:
         from fastroute.governance.resp import RespError
 
-        while self._adds:
-            batch, self._adds = self._adds, []
-            try:
-                script = self._ready()[1]
-                replies = await self._client.execute_many([script.command(*self._add_call(*op)) for op in batch],
-                                                          raise_on_error=False)
-            except (*_resp_errors(), StorageError) as exc:
-                why = _Unreachable(_why(exc))
-                for op in batch:
-                    self._added(op, None, why)
-                continue
-            for op, r in zip(batch, replies, strict=True):
-                if isinstance(r, RespError):
-                    self._added(op, None, _Unreachable(r.code or "error"))
-                else:
-                    self._added(op, (int(r[0]), int(r[1])), None)
+        if isinstance(error, RespError) and error.code == "NOSCRIPT":  # Redis restarted: loaded, sent again
+            asyncio.get_running_loop().create_task(self._add_again(op), name="fastroute-counters-add")
+            return
+        if error is None:
+            self._added(op, (int(reply[0]), int(reply[1])), None)
+        else:
+            self._added(op, None, _Unreachable(_why(error)))
+        self._answered()
+
+    async def _add_again(self, op: tuple[Any, ...]) -> None:
+        try:
+            result = await self._add(*op)
+        except _Unreachable as exc:
+            self._added(op, None, exc)
+        else:
+            self._added(op, result, None)
+        self._answered()
+
+    def _answered(self) -> None:
+        self._adding -= 1
+        if not self._adding and self._idle is not None:
+            self._idle.set_result(None)
+            self._idle = None
 
     async def drained(self) -> None:
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        while self._adding:
+            if self._idle is None:
+                self._idle = asyncio.get_running_loop().create_future()
+            if self._client is not None:
+                self._client.flush_soon()
+            await asyncio.shield(self._idle)
 
     async def _merge(self, batch: _Batch, latest_ms: int) -> int:
         client = self._client

@@ -16,6 +16,11 @@ counters need (``benchmarks/test_bench_resp.py`` measures both):
   ``NOSCRIPT`` (Redis restarted, ``SCRIPT FLUSH``) ``SCRIPT LOAD`` and ``EVALSHA`` again,
   once.  ``script.command(keys, args)`` is the same as one command of ``execute_many``
   (reloaded alike).  ``client.evalsha(sha, keys, args)`` for a sha of a script made here.
+- ``client.send_soon(data, on_reply)``: an encoded command (:func:`encode`,
+  :meth:`Script.encode`) sent with the client's next write, or ``SOON_LINGER_S`` later at the
+  latest, its reply (or the error that took it) passed to ``on_reply(reply, error)``: what does
+  not need an answer at once rides with what does (the counters' adds with the next request's
+  check), no write, wake-up, future or task of its own.  ``client.flush_soon()`` writes them now.
 - ``await client.close()``: the connection closed and its transport gone.
 
 Replies: integers as ``int``, bulk strings as ``bytes``, simple strings (``+OK``) as
@@ -77,6 +82,8 @@ _SIZES = tuple(b"$%d" % n for n in range(1024))
 _COUNTS = tuple(b"*%d" % n for n in range(256))
 #: a timer may fire this much early (libuv counts milliseconds)
 _SLACK = 0.002
+#: how long a send_soon command waits at most for a write to ride with
+SOON_LINGER_S = 0.005
 
 
 class RespException(Exception):
@@ -296,6 +303,26 @@ class RespParser:
 
 # ── the connection ────────────────────────────────────────────────────────
 
+class _Reply:
+    """Where the reply of a :meth:`RespClient.send_soon` command goes: ``on_reply(reply, error)``
+    called with the reply, or with the error that took it (an error reply, the connection lost, a
+    timeout).  It stands where a future stands among a connection's waiters."""
+
+    __slots__ = ("on_reply",)
+
+    def __init__(self, on_reply: Any) -> None:
+        self.on_reply = on_reply
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, reply: Any) -> None:
+        self.on_reply(reply, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.on_reply(None, error)
+
+
 class _Connection(asyncio.Protocol):
     """One connection: commands written in order, each answered by the next reply (FIFO).
 
@@ -331,20 +358,8 @@ class _Connection(asyncio.Protocol):
     def request(self, data: bytes) -> asyncio.Future[Any]:
         if self.closed:  # since the caller was handed it (AUTH refused, lost)
             raise _copy(self.error)
-        loop = self.loop
-        future = loop.create_future()
-        waiters = self.waiters
-        if waiters:  # others in flight: with the next write
-            self._out.append(data)
-            if not self._flushing:
-                self._flushing = True
-                loop.call_soon(self._flush)
-        else:
-            self.transport.write(data)
-        now = loop.time()
-        waiters.append((future, now))
-        if self._timer is None:
-            self._timer = loop.call_at(now + self.timeout, self._on_timer)
+        future = self.loop.create_future()
+        self.send(data, (future,))
         return future
 
     def request_many(self, commands: list[bytes]) -> list[asyncio.Future[Any]]:
@@ -352,18 +367,31 @@ class _Connection(asyncio.Protocol):
             raise _copy(self.error)
         loop = self.loop
         futures = [loop.create_future() for _ in commands]
-        if self.waiters:
-            self._out += commands
+        self.send(b"".join(commands), futures)
+        return futures
+
+    def send(self, data: bytes, targets: Sequence[Any]) -> None:
+        """Write ``data`` (one command per target, in order), the client's :meth:`~RespClient.send_soon`
+        commands first; each reply goes to its target (a future, or a :class:`_Reply`)."""
+        client = self.client
+        if client._soon:
+            data = b"".join(client._soon) + data
+            targets = (*client._soon_targets, *targets)
+            client._soon.clear()
+            client._soon_targets.clear()
+        loop = self.loop
+        waiters = self.waiters
+        if waiters:  # others in flight: with the next write
+            self._out.append(data)
             if not self._flushing:
                 self._flushing = True
                 loop.call_soon(self._flush)
-        else:
-            self.transport.write(b"".join(commands))
+        elif data:
+            self.transport.write(data)
         now = loop.time()
-        self.waiters.extend((future, now) for future in futures)
-        if self._timer is None:
+        waiters.extend((target, now) for target in targets)
+        if self._timer is None and targets:
             self._timer = loop.call_at(now + self.timeout, self._on_timer)
-        return futures
 
     def _flush(self) -> None:
         self._flushing = False
@@ -483,7 +511,7 @@ class Script:
     def command(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> tuple[Arg, ...]:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    def _encode(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+    def encode(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> bytes:
         """``EVALSHA`` as :func:`encode` makes it, its head made once."""
         nkeys = len(keys)
         n = 3 + nkeys + len(args)
@@ -495,7 +523,7 @@ class Script:
 
     async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         client = self.client
-        data = self._encode(keys, args)
+        data = self.encode(keys, args)
         conn = client._conn
         if conn is None or conn.closed:
             conn = await client._open()
@@ -542,6 +570,10 @@ class RespClient:
         self._opening: list[asyncio.Future[_Connection | None]] | None = None
         self._scripts: dict[str, Script] = {}
         self._closed = False
+        #: send_soon's commands not written yet, where their replies go, and the timer that writes them
+        self._soon: list[bytes] = []
+        self._soon_targets: list[_Reply] = []
+        self._soon_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<RespClient {self.where}>"
@@ -581,6 +613,53 @@ class RespClient:
                     raise reply
         return replies
 
+    def send_soon(self, data: bytes, on_reply: Any, *, linger_s: float = SOON_LINGER_S) -> None:
+        """Send an encoded command (:func:`encode`, :meth:`Script.encode`) with the next write of this
+        client, or ``linger_s`` later at the latest, without waiting: ``on_reply(reply, error)`` is
+        called with its reply, or with the error that took it (an error reply, :class:`RespUnavailable`,
+        :class:`RespTimeout`).  Commands sent meanwhile by others ride in the same write, ahead of
+        theirs: a command that does not need its answer at once costs no write and no wake-up of its own.
+        ``NOSCRIPT`` is the caller's to handle (it is passed to ``on_reply``)."""
+        if self._closed:
+            on_reply(None, RespUnavailable(f"{self.where}: the client is closed"))
+            return
+        self._soon.append(data)
+        self._soon_targets.append(_Reply(on_reply))
+        if self._soon_timer is None:
+            self._soon_timer = asyncio.get_running_loop().call_later(linger_s, self._send_soon_now)
+
+    def flush_soon(self) -> None:
+        """Write what :meth:`send_soon` holds now (their replies still come to their ``on_reply``)."""
+        self._send_soon_now()
+
+    def _send_soon_now(self) -> None:
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+            self._soon_timer = None
+        if not self._soon:
+            return
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            conn.send(b"", ())
+        else:  # no connection: opened, then written
+            asyncio.get_running_loop().create_task(self._open_for_soon(), name="fastroute-resp-open")
+
+    async def _open_for_soon(self) -> None:
+        try:
+            conn = await self._open()
+        except RespException as exc:
+            self._fail_soon(exc)
+            return
+        if self._soon:
+            conn.send(b"", ())
+
+    def _fail_soon(self, error: RespException) -> None:
+        targets = list(self._soon_targets)
+        self._soon.clear()
+        self._soon_targets.clear()
+        for target in targets:
+            target.set_exception(_copy(error))
+
     def script(self, lua: str | bytes) -> Script:
         """The script, to run with ``await script(keys, args)`` (like redis-py's ``register_script``)."""
         made = Script(self, lua)
@@ -597,6 +676,10 @@ class RespClient:
         """Close the connection (commands waiting fail with :class:`RespUnavailable`) and wait for its
         transport to be gone.  Commands after it raise :class:`RespUnavailable`."""
         self._closed = True
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+            self._soon_timer = None
+        self._fail_soon(RespUnavailable(f"{self.where}: the client was closed"))
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort(RespUnavailable(f"{self.where}: the client was closed"))
