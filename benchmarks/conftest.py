@@ -49,25 +49,21 @@ def redis_server() -> Iterator[Any]:
 @pytest.fixture
 def counters(impl: str, request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop,
              tmp_path: Path) -> Iterator[Counters]:
-    """The rate-limit counters of kind ``impl`` (memory, shm, sqlite, redis: the module's parameter),
+    """The rate-limit counters of kind ``impl`` (memory, shm, redis: the module's parameter),
     started on the module's loop; at the end they must not have fallen back to counting locally."""
-    from fastroute.governance.limiter import (
-        MemoryCounters,
-        RedisCounters,
-        SqliteCounters,
-    )
+    from fastroute.governance.limiter import MemoryCounters, RedisCounters
 
     if impl == "redis":
         server = request.getfixturevalue("redis_server")
         made: Counters = RedisCounters(server.url, None, f"bench-{os.getpid()}-{time.monotonic_ns()}:")
-    elif impl == "sqlite":
-        made = SqliteCounters(tmp_path / "limits.sqlite3")
     elif impl == "shm":
         from fastroute.governance.shm_counters import ShmCounters
 
         made = ShmCounters(tmp_path / "limits.shm")
-    else:
+    elif impl == "memory":
         made = MemoryCounters()
+    else:
+        raise ValueError(f"no counters of kind {impl!r} (memory, shm, redis)")
     loop.run_until_complete(made.start())
     yield made
     assert not made.degraded  # measured against the backend, not the local fallback

@@ -17,7 +17,7 @@ Processes, all on 127.0.0.1, each in its own process group:
   (default ``lean``): a 50-tag keyword classifier, the JSONL request log, the audit log (SQLite, as
   by default), the dashboard, metrics, one openai-format provider (the stub) behind a prefix router;
   with ``--governance`` also a client key (``[[keys]]``, by its digest) with a rate limit and a
-  budget it never reaches (counted in SQLite beside the state), a ``[pricing]`` price for the
+  budget it never reaches (counted in limits.shm beside the state), a ``[pricing]`` price for the
   stub's model, so every request is looked up by key, admitted, priced, settled and audited
   (the load generator sends the key either way); the run checks on ``/metrics`` that every
   request was counted against the key and none refused;
@@ -1034,7 +1034,7 @@ def print_header(info: dict[str, Any], bench: Bench) -> None:
           f"classifier, JSONL request log, SQLite audit log, dashboard, metrics")
     if bench.governance:
         print("  governance (--governance): every request sends the key 'bench' ([[keys]] by digest), admitted "
-              "under a rate limit and a monthly budget it never reaches (SQLite counters), priced by [pricing]")
+              "under a rate limit and a monthly budget it never reaches (counted in limits.shm), priced by [pricing]")
 
 
 def print_cases(cases: list[dict[str, Any]]) -> None:

@@ -4,14 +4,14 @@ cost add within 20 µs a request.
 
     pytest benchmarks/test_bench_governance.py -q --benchmark-group-by=group,param:impl
 
-The request path runs on the event loop; the SQLite counters and the SQLite audit log each have
-a thread of their own, and Redis is another process.  So the async groups below time **the
-event loop thread's CPU** (``timer=time.thread_time``): what a request takes from the loop,
-which is what bounds a worker's throughput.  The other side's work is measured apart and put in
-``extra_info`` (``thread_us_per_request``: the SQLite thread's CPU, or redis-server's, per
-request), with the wall time (``wall_us_per_request``: the latency a request waits, round trips
-included).  Async rounds are 1,000 requests on one uvloop loop, so **ms per round = µs per
-request**; sync groups time one call.
+The request path runs on the event loop; the shared-memory counters count on it (no thread),
+the SQLite audit log has a thread of its own, and Redis is another process.  So the async groups
+below time **the event loop thread's CPU** (``timer=time.thread_time``): what a request takes
+from the loop, which is what bounds a worker's throughput.  The other side's work is measured
+apart and put in ``extra_info`` (``thread_us_per_request``: redis-server's CPU per request, or the
+SQLite audit writer thread's), with the wall time (``wall_us_per_request``: the latency a request
+waits, round trips included).  Async rounds are 1,000 requests on one uvloop loop, so **ms per
+round = µs per request**; sync groups time one call.
 
 - ``governance-key``: ``KeyRing.find`` of a presented key on a ring of 101 keys (SHA-256 of the
   key, a dict lookup, ``hmac.compare_digest``): a hit and a miss; ``caller``: the app's
@@ -19,11 +19,10 @@ request**; sync groups time one call.
   1,000 a round; ``caller-open``: the same with no key configured (what every request pays
   without keys).
 - ``governance-limits``: ``Limiter.admit`` then ``settle_soon`` (as the pipeline settles; the round drains them) with every limit set (requests and
-  tokens per minute, a monthly budget, never reached), ``impl`` memory / sqlite / redis.
+  tokens per minute, a monthly budget, never reached), ``impl`` memory / shm / redis.
   ``test_bench_limiter.py`` has the wall time of the same, and 100 at a time.
 - ``governance-limits-concurrent``: the same 1,000 requests 100 at a time (``asyncio.gather``),
-  as a busy worker makes them: SQLite answers what queued up meanwhile in one transaction and
-  one wake-up of the loop, Redis has 100 scripts in flight.
+  as a busy worker makes them: Redis has 100 scripts in flight.
 - ``test_redis_round_trip_floor`` (in ``governance-limits``): one ``PING`` round trip a request on
   the same RESP client, the floor of any count shared through Redis: the summary reads the Redis
   limits against it (what a round trip costs the loop on this machine is itself over the budget).
@@ -31,9 +30,9 @@ request**; sync groups time one call.
   then ``cost_micros``) for a model priced by the config, by the built-in table, by the
   provider's ``cost_per_1m_tokens``.
 - ``governance-audit``: ``audit.record(audit_record(ex, entry))`` as the recorder calls it, then
-  the round's ``flush()``: memory; sqlite (its writer thread's CPU per record in ``extra_info``,
-  the commits included); redis (its writer is a task on the loop: its part is in the figure,
-  redis-server's in ``extra_info``).
+  the round's ``flush()``: memory; shm (the audit log ``[storage] kind = "sqlite"`` opens:
+  SQLite's, its writer thread's CPU per record in ``extra_info``, the commits included); redis
+  (its writer is a task on the loop: its part is in the figure, redis-server's in ``extra_info``).
 - ``governance-request``: all of it for one request, in order — ``Handlers.caller``, ``admit``,
   ``cost_of``, the audit record, ``settle_soon`` — then the round's audit flush, with the counters and
   the audit log the server opens for each ``[storage] kind`` (``server/backends.py``).
@@ -50,7 +49,7 @@ request**; sync groups time one call.
 
 At the end the module prints its figures against the 20 µs budget (medians; a ratio, never an
 assert: the machine's load moves them).  Redis is a real ``redis-server`` on this machine
-(skipped without one); SQLite files are in the test's tmp directory.
+(skipped without one); the SQLite and shared-memory files are in the test's tmp directory.
 """
 
 from __future__ import annotations
@@ -90,7 +89,6 @@ from fastroute.governance.limiter import (
     Limits,
     MemoryCounters,
     RedisCounters,
-    SqliteCounters,
 )
 from fastroute.governance.shm_counters import ShmCounters
 from fastroute.pipeline import Answer, Pipeline
@@ -116,9 +114,8 @@ TOKENS = 17
 PRICING = {"upstream-model": {"prompt_cost_per_million": 2.5, "completion_cost_per_million": 10.0,
                               "cached_prompt_cost_per_million": 1.25}}
 #: the counters measured: memory, shm (what ``[storage] kind = "sqlite"`` counts in: a shared-memory
-#: file), sqlite (the SQLite counters it used before), redis; the audit log is the kind's own
-#: (SQLite for shm and sqlite)
-KINDS = ["memory", "shm", "sqlite", "redis"]
+#: file), redis; the audit log is the kind's own (SQLite's for shm)
+KINDS = ["memory", "shm", "redis"]
 
 
 def _sha(secret: str) -> str:
@@ -159,7 +156,7 @@ def _pricing(cfg: Any) -> Pricing:
 
 
 def _thread_cpu(name: str) -> float:
-    """CPU seconds of the live threads called ``name`` (the counters' or the audit log's own)."""
+    """CPU seconds of the live threads called ``name`` (the audit log's writer)."""
     return sum(time.clock_gettime(time.pthread_getcpuclockid(t.ident)) for t in threading.enumerate()
                if t.name == name and t.ident is not None)
 
@@ -173,7 +170,8 @@ def _process_cpu(pid: int) -> float:
 # ── fixtures ──────────────────────────────────────────────────────────────
 
 class Side:
-    """What does the counters' (or the audit log's) work off the loop: its CPU, read around a benchmark."""
+    """What does the counters' (redis-server) or the audit log's work off the loop: its CPU, read
+    around a benchmark."""
 
     def __init__(self, read: Callable[[], float]) -> None:
         self.read = read
@@ -184,8 +182,6 @@ class Side:
 
 
 def _side(impl: str, redis: Any = None) -> Side | None:
-    if impl == "sqlite":
-        return Side(lambda: _thread_cpu("fastroute-counters-sqlite"))
     if impl == "redis":
         return Side(lambda: _process_cpu(redis.proc.pid))
     return None
@@ -274,8 +270,7 @@ def test_limits(benchmark: Any, impl: str, counters: Counters, loop: asyncio.Abs
 @pytest.mark.benchmark(timer=time.thread_time)
 def test_limits_concurrent(benchmark: Any, impl: str, counters: Counters, loop: asyncio.AbstractEventLoop,
                            request: pytest.FixtureRequest, figures: dict[str, float]) -> None:
-    """The same, 100 requests at a time (a busy worker): the SQLite thread runs what queued up in
-    one transaction and answers it in one wake-up of the loop; Redis has 100 scripts in flight."""
+    """The same, 100 requests at a time (a busy worker): Redis has 100 scripts in flight."""
     limiter = Limiter(counters)
     benchmark.group = "governance-limits-concurrent"
     wall: list[float] = []
@@ -345,13 +340,13 @@ def _audit(kind: str, path: Path, request: pytest.FixtureRequest) -> AuditLog:
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         return RedisAuditLog(server.url, None, f"bench-gov-{os.getpid()}-{time.monotonic_ns()}:")
-    return MemoryAuditLog() if kind == "memory" else SqliteAuditLog(path)  # shm and sqlite: SQLite's
+    return MemoryAuditLog() if kind == "memory" else SqliteAuditLog(path)  # shm: SQLite's
 
 
 def _writer(kind: str, request: pytest.FixtureRequest) -> Side | None:
     """Where an audit log writes off the loop: SQLite's thread; Redis's server (its writer is a task
     on the loop, so its own part is in the loop's figure)."""
-    if kind in ("sqlite", "shm"):
+    if kind == "shm":
         return Side(lambda: _thread_cpu("fastroute-audit-writer"))
     return _side(kind, request.getfixturevalue("redis_server")) if kind == "redis" else None
 
@@ -426,7 +421,7 @@ def test_governance_request(benchmark: Any, impl: str, counters: Counters, loop:
                                       rounds=30 if impl == "memory" else 10, warmup_rounds=1)
         assert admitted == N and ex.cost_micros == 65
         us = _record(benchmark, figures, f"request {impl}", N, wall[1:], side)
-        if us is not None and impl in ("sqlite", "shm"):
+        if us is not None and impl == "shm":
             figures[f"request {impl} audit-writer"] = benchmark.extra_info["audit_writer_us_per_request"] = \
                 round(writer.us_per(N * (len(benchmark.stats.stats.data) + 1)), 2)
         assert audit.dropped == 0
@@ -454,8 +449,6 @@ class Dispatcher:
         where.mkdir()
         if governance == "memory":
             self.counters, self.audit = MemoryCounters(), MemoryAuditLog()
-        elif governance == "sqlite":
-            self.counters, self.audit = SqliteCounters(where / "limits.sqlite3"), SqliteAuditLog(where / "audit.sqlite3")
         elif governance == "shm":
             self.counters, self.audit = ShmCounters(where / "limits.shm"), SqliteAuditLog(where / "audit.sqlite3")
         elif governance == "redis":

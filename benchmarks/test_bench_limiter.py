@@ -8,15 +8,15 @@ Each round is 1,000 requests on one uvloop event loop made once for the module
 tokens per minute and a monthly budget, never reached).
 
 - ``limiter-admit-settle``: one request after the other — the latency one
-  request adds (memory: in-process dicts; sqlite: the hop to the counters'
-  thread and a ``BEGIN IMMEDIATE`` transaction, twice; redis: one Lua script
-  round trip, twice).
+  request adds (memory: in-process dicts; shm: what ``[storage] kind =
+  "sqlite"`` counts in, a memory-mapped file under a file lock; redis: one Lua
+  script round trip, twice).
 - ``limiter-admit-settle-concurrent``: the same 1,000 requests 100 at a time
-  (``asyncio.gather``), as a busy worker makes them: SQLite runs what queued
-  up meanwhile in one transaction, Redis has 100 scripts in flight.
+  (``asyncio.gather``), as a busy worker makes them: Redis has 100 scripts in
+  flight.
 
-SQLite is a file under the test's tmp directory; Redis a real ``redis-server``
-in its own process on this machine (skipped when there is none).
+The shared-memory file is under the test's tmp directory; Redis a real
+``redis-server`` in its own process on this machine (skipped when there is none).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ N = 1000
 LIMITS = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, budget_usd=10**6, budget_period="month")
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "shm", "redis"])
 def impl(request: pytest.FixtureRequest) -> str:
     return request.param
 

@@ -1,6 +1,7 @@
-"""Rate limits and budgets on real parts: every kind of counters through the one Limiter — a real
-SQLite file (shared by two processes) and a real redis-server with a password (shared by two
-processes; killed mid-test and restarted) — with the clock injected (``now``)."""
+"""Rate limits and budgets on real parts: every kind of counters through the one Limiter — memory,
+a real memory-mapped file (``ShmCounters``; its own tests: ``tests/test_shm_counters.py``) and a
+real redis-server with a password (shared by two processes; killed mid-test and restarted) — with
+the clock injected (``now``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +27,6 @@ from fastroute.governance.limiter import (
     Limits,
     MemoryCounters,
     RedisCounters,
-    SqliteCounters,
     Verdict,
     period_of,
     window_wait_ms,
@@ -36,7 +35,7 @@ from fastroute.governance.shm_counters import ShmCounters
 from tests.redis_server import PASSWORD, RedisServer, redis_url
 
 # the module stays light to import: the two-process tests import it again in each child (spawn)
-KINDS = ["memory", "sqlite", "shm", "redis"]
+KINDS = ["memory", "shm", "redis"]
 PASSWORD_ENV = "FR_TEST_LIMITER_REDIS_PASSWORD"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,8 +69,6 @@ def new_counters(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
         monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
         prefix = f"test-{uuid.uuid4().hex[:8]}:"  # each test its own keys on the shared server
         return lambda: RedisCounters(redis_url(server.port), PASSWORD_ENV, prefix)
-    if kind == "sqlite":
-        return lambda: SqliteCounters(tmp_path / "counters.sqlite3")
     if kind == "shm":
         return lambda: ShmCounters(tmp_path / "limits.shm")
     return MemoryCounters
@@ -220,8 +217,8 @@ def test_settle_counts_only_what_a_limit_uses(new_counters: Callable[[], Counter
 
 def test_settle_soon_needs_no_task_per_request_and_drained_counts_them_all(
         kind: str, new_counters: Callable[[], Counters]) -> None:
-    """The request path settles without waiting: memory at once, SQLite through its thread's
-    queue, Redis in one pipeline per batch — never a task per request; ``drained()`` waits for all."""
+    """The request path settles without waiting: memory and shm at once, Redis with the client's
+    next write — never a task per request; ``drained()`` waits for all."""
     t = at(2030, 1, 15, 12, 0, 5)
     limits = Limits(tokens_per_minute=1000, budget_usd=1.0, budget_period="day")
 
@@ -259,12 +256,11 @@ def test_an_unlimited_key_never_touches_the_counters() -> None:
     run(scenario())
 
 
-# ── two processes, one shared backend ─────────────────────────────────────
+# ── two processes, one shared Redis (shm: tests/test_shm_counters.py) ─────────
 
-def _admit_in_child(kind: str, where: str, prefix: str, now: float, barrier: Any, out: Any) -> None:
+def _admit_in_child(where: str, prefix: str, now: float, barrier: Any, out: Any) -> None:
     async def main() -> int:
-        counters = SqliteCounters(where) if kind == "sqlite" else RedisCounters(where, PASSWORD_ENV, prefix)
-        async with counters:
+        async with RedisCounters(where, PASSWORD_ENV, prefix) as counters:
             limiter = Limiter(counters)
             limits = Limits(requests_per_minute=150, budget_usd=100.0)
             await asyncio.to_thread(barrier.wait)
@@ -282,19 +278,14 @@ def _admit_in_child(kind: str, where: str, prefix: str, now: float, barrier: Any
         raise
 
 
-@pytest.mark.parametrize("shared", ["sqlite", "redis"])
-def test_two_processes_admit_exactly_the_limit_between_them(shared: str, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch,
-                                                            request: pytest.FixtureRequest) -> None:
-    if shared == "redis":
-        where = redis_url(request.getfixturevalue("redis_server").port)
-        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)  # the children inherit it
-    else:
-        where = str(tmp_path / "shared.sqlite3")
+def test_two_processes_admit_exactly_the_limit_between_them(redis_server: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    where = redis_url(redis_server.port)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)  # the children inherit it
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(2), ctx.Queue()
     prefix = f"two-{uuid.uuid4().hex[:8]}:"
-    children = [ctx.Process(target=_admit_in_child, args=(shared, where, prefix, at(2030, 1, 15, 12, 0, 1), barrier,
+    children = [ctx.Process(target=_admit_in_child, args=(where, prefix, at(2030, 1, 15, 12, 0, 1), barrier,
                                                           out)) for _ in range(2)]
     for child in children:
         child.start()
@@ -307,90 +298,6 @@ def test_two_processes_admit_exactly_the_limit_between_them(shared: str, tmp_pat
                 child.kill()
     assert [child.exitcode for child in children] == [0, 0]
     assert sum(passed) == 150, passed  # 400 tried, 200 each
-
-
-# ── sqlite ────────────────────────────────────────────────────────────────
-
-def test_sqlite_tables_can_share_the_stores_file(tmp_path: Path) -> None:
-    from fastroute.storage.sqlite import SqliteStore
-
-    path = tmp_path / "state.sqlite3"
-    rpm = Limits(requests_per_minute=2)
-
-    async def scenario() -> None:
-        async with SqliteStore(path) as store, SqliteCounters(path) as counters:
-            store.put("resp_1", b"body", 60)
-            await store.flush()
-            assert await admits(Limiter(counters), "k", rpm, at(2030, 1, 15), 3) == [True, True, False]
-        async with SqliteCounters(path) as again, SqliteStore(path) as store:  # a restart: both still there
-            assert await store.get("resp_1") == b"body"
-            assert not await Limiter(again).admit("k", rpm, at(2030, 1, 15))
-    run(scenario())
-    db = sqlite3.connect(path)
-    try:
-        assert dict(db.execute("SELECT key, value FROM meta WHERE key LIKE '%schema_version'")) == {
-            "schema_version": "1", "counters_schema_version": "1"}
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    finally:
-        db.close()
-
-
-def test_sqlite_locked_beyond_the_busy_timeout_counts_locally_then_adds(tmp_path: Path,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="fastroute.governance")
-    path = tmp_path / "locked.sqlite3"
-    rpm = Limits(requests_per_minute=10)
-    t = at(2030, 1, 15, 12, 0, 5)
-
-    async def scenario() -> None:
-        async with SqliteCounters(path, busy_timeout_s=0.1) as counters:
-            counters.retry_first_s = 0.1
-            limiter = Limiter(counters)
-            assert await admits(limiter, "k", rpm, t, 4) == [True] * 4
-            blocker = sqlite3.connect(path, isolation_level=None)
-            blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for long
-            try:
-                # from the 4 it last saw: 6 more pass here, then the limit holds
-                assert await admits(limiter, "k", rpm, t + 1, 7) == [True] * 6 + [False]
-                assert counters.degraded
-            finally:
-                blocker.execute("ROLLBACK")
-                blocker.close()
-            deadline = time.monotonic() + 20
-            while counters.degraded:
-                assert time.monotonic() < deadline, caplog.text
-                await asyncio.sleep(0.05)
-            async with SqliteCounters(path) as other:  # another worker sees the 6 made locally
-                assert not await Limiter(other).admit("k", rpm, t + 2)
-    run(scenario())
-    db = sqlite3.connect(path)
-    try:
-        assert db.execute("SELECT requests FROM counter_minutes WHERE name = 'k'").fetchall() == [(10,)]
-    finally:
-        db.close()
-    assert caplog.text.count(f"limits: cannot reach {path}") == 1
-    assert caplog.text.count(f"limits: {path} is back") == 1
-
-
-def test_sqlite_purges_minutes_and_periods_no_longer_read(tmp_path: Path) -> None:
-    path = tmp_path / "purge.sqlite3"
-    limits = Limits(requests_per_minute=10, budget_usd=1.0, budget_period="day")
-
-    async def scenario() -> None:
-        async with SqliteCounters(path, purge_interval_s=0.05) as counters:
-            limiter = Limiter(counters)
-            for day in (14, 15):
-                assert await limiter.admit("k", limits, at(2030, 1, day, 12))
-                await limiter.settle("k", limits, 0, 10, at(2030, 1, day, 12))
-            await asyncio.sleep(0.3)
-            db = sqlite3.connect(path)
-            try:
-                assert db.execute("SELECT minute FROM counter_minutes").fetchall() == [
-                    (int(at(2030, 1, 15, 12)) // 60,)]
-                assert db.execute("SELECT period FROM counter_spend").fetchall() == [("day:2030-01-15",)]
-            finally:
-                db.close()
-    run(scenario())
 
 
 # ── redis ─────────────────────────────────────────────────────────────────
@@ -549,6 +456,9 @@ def test_redis_down_then_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             started = time.monotonic()
             await pay(limiter, "kept", kept, t0 + 1, 3, 100_000)
             assert counters.degraded and time.monotonic() - started < 2  # no wait on a dead server
+            # the window goes on from what it last saw too: 5 there + 3 here reach a limit of 8 (not counted)
+            refused = await limiter.admit("kept", Limits(requests_per_minute=8), t0 + 1)
+            assert not refused and refused.limit == "requests_per_minute"
             await pay(limiter, "gone", gone, t0 + 1, 1, 200_000)
             await pay(limiter, "kept", kept, t0 + 60, 4, 100_000)
             # what it last saw (500,000) plus what it spent here (700,000): a budget of 1.2 is spent
@@ -597,6 +507,35 @@ def test_redis_away_from_the_start(caplog: pytest.LogCaptureFixture) -> None:
     run(scenario())
     assert caplog.text.count("limits: cannot reach") == 1
     assert "closing with counts made in this process not added" in caplog.text
+
+
+def test_redis_that_never_answers_is_given_up_after_timeout_s(caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis that takes the connection and never answers: the request waits timeout_s once, then is
+    admitted from the local counts, and so are the next ones (no wait: the probe looks meanwhile)."""
+    caplog.set_level(logging.WARNING, logger="fastroute.governance")
+
+    async def scenario() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # reads what comes, answers nothing
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        url = redis_url(server.sockets[0].getsockname()[1])
+        try:
+            async with RedisCounters(url, None, "silent:", timeout_s=1.0) as counters:
+                limiter = Limiter(counters)
+                started = time.monotonic()
+                assert await limiter.admit("k", Limits(requests_per_minute=2))
+                assert time.monotonic() - started >= 0.95  # it waited timeout_s
+                assert counters.degraded
+                started = time.monotonic()
+                assert await limiter.admit("k", Limits(requests_per_minute=2))
+                assert not await limiter.admit("k", Limits(requests_per_minute=2))  # the local count: 2 of 2
+                assert time.monotonic() - started < 0.9  # no second wait of timeout_s
+        finally:
+            server.close()
+    run(scenario())
+    assert caplog.text.count("limits: cannot reach") == 1
+    assert "RespTimeout" in caplog.text
 
 
 # ── the parts ─────────────────────────────────────────────────────────────

@@ -1,5 +1,5 @@
 """``GET /metrics`` counts what keys cost and how often their limits refused them, through a real
-fastroute (one worker, and two sharing the counters' SQLite file) in front of the stub:
+fastroute (one worker, and two sharing the counters' limits.shm file) in front of the stub:
 
 - ``fastroute_cost_usd_total{provider,model,key}``: the cost of the finished requests, exact to
   the micro-dollar, computed here from the usage each answer carried and the configured prices;

@@ -1,4 +1,4 @@
-"""The counters behind rate limits and budgets: one interface (:class:`Counters`), three kinds.
+"""The counters behind rate limits and budgets: one interface (:class:`Counters`), two kinds here.
 
 Per key name a counter keeps, for each UTC minute, the requests admitted and
 the tokens settled, and for each budget period the micro-dollars spent.  Two
@@ -13,24 +13,20 @@ operations, both atomic where the kind is shared:
 The kinds:
 
 - :class:`MemoryCounters`: one process's dicts (a single worker, tests).
-- :class:`SqliteCounters`: one SQLite file shared by the workers of one
-  machine (WAL, a busy timeout, every read-check-increment in a
-  ``BEGIN IMMEDIATE`` transaction).  A thread of its own runs the operations
-  queued meanwhile in one transaction, so the event loop never waits on the
-  file.  The file may be the store's (``[storage] path``): the tables are
-  ``counter_minutes`` and ``counter_spend``, versioned in ``meta`` under
-  ``counters_schema_version``.
 - :class:`RedisCounters`: one Redis shared by every worker of every instance;
   each operation is one Lua script (:data:`TAKE_LUA`, :data:`ADD_LUA`).
 
-Shared and away (Redis down, the SQLite file locked beyond the busy timeout
-or failing): requests keep being served.  The log says so once; counting goes
-on in this process (a local fallback, each process for itself: meanwhile the
-deployment may admit up to one limit per process).  The fallback starts from
-the counts this process last saw from the backend for each key (so a budget
-nearly spent stays nearly spent), plus what it counts itself.  A task probes
-(0.5 s, doubling to 5 s); when the backend answers, what was counted locally
-is added to it and the log says so once:
+``[storage] kind = "sqlite"`` (the workers of one machine) counts in neither:
+:class:`fastroute.governance.shm_counters.ShmCounters` keeps the counts in a
+memory-mapped file shared by those workers (see that module).
+
+Shared and away (Redis down, or refusing us): requests keep being served.  The
+log says so once; counting goes on in this process (a local fallback, each
+process for itself: meanwhile the deployment may admit up to one limit per
+process).  The fallback starts from the counts this process last saw from the
+backend for each key (so a budget nearly spent stays nearly spent), plus what
+it counts itself.  A task probes (0.5 s, doubling to 5 s); when the backend
+answers, what was counted locally is added to it and the log says so once:
 
 - kept: the requests and tokens of the current and the previous minute (they
   still weigh in the sliding window), and the spend of every period that has
@@ -38,23 +34,21 @@ is added to it and the log says so once:
 - dropped: minutes older than that and periods that ended meanwhile — they
   can no longer refuse anything.  "Now" for that is the newest request time
   this process has seen.
-- Redis: added exactly once per key (a marker key per batch, set in the same
-  script); SQLite: in one transaction.  What Redis itself lost (a restart
-  without persistence) is not restored: only this process's own counts are
-  added back.
+- added exactly once per key (a marker key per batch, set in the same
+  script).  What Redis itself lost (a restart without persistence) is not
+  restored: only this process's own counts are added back.
 
 Noticing costs the requests of that moment a wait: Redis ``timeout_s`` (1 s)
-when it does not answer (none when the port refuses, as when it is stopped),
-SQLite ``busy_timeout_s`` (2 s) when the file stays locked; after that, no
-request tries the backend until the probe has found it back (0.5–5 s later).
+when it does not answer (none when the port refuses, as when it is stopped);
+after that, no request tries the backend until the probe has found it back
+(0.5–5 s later).
 
 Windows and periods are reckoned by each process's clock (``now``), not the
 backend's: the instances sharing a Redis must keep their clocks in time (NTP).
 
-All keys expire on their own (Redis: a minute's hash at the end of the next
-minute plus 60 s; a period's spend at the period's end plus an hour; SQLite:
-a purge every minute).  The key names are stored and logged as given: pass a
-key's name, never its secret.
+All keys expire on their own (a minute's hash at the end of the next minute
+plus 60 s; a period's spend at the period's end plus an hour).  The key names
+are stored and logged as given: pass a key's name, never its secret.
 """
 
 from __future__ import annotations
@@ -64,18 +58,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
-import threading
-import time
 import uuid
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastroute.storage.base import Backed, StorageError
-
-if TYPE_CHECKING:
-    import sqlite3
 
 log = logging.getLogger("fastroute.governance")
 
@@ -484,265 +471,6 @@ class _Shared(Counters):
             self._recovery = None
         if self._local:
             log.warning("limits: closing with counts made in this process not added to %s", self.where)
-
-
-# ── sqlite ────────────────────────────────────────────────────────────────
-
-#: the counters' tables, by schema version (``meta`` key ``counters_schema_version``)
-SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # 1
-        ("CREATE TABLE counter_minutes (name TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL, "
-         "tokens INTEGER NOT NULL, PRIMARY KEY (name, minute)) WITHOUT ROWID"),
-        "CREATE INDEX counter_minutes_minute ON counter_minutes (minute)",
-        ("CREATE TABLE counter_spend (name TEXT NOT NULL, period TEXT NOT NULL, micros INTEGER NOT NULL, "
-         "ends_ms INTEGER NOT NULL, PRIMARY KEY (name, period)) WITHOUT ROWID"),
-        "CREATE INDEX counter_spend_ends ON counter_spend (ends_ms)",
-    ),
-)
-_SCHEMA_KEY = "counters_schema_version"
-_MINUTES = "SELECT minute, requests, tokens FROM counter_minutes WHERE name = ? AND minute BETWEEN ? AND ?"
-_SPENT = "SELECT micros FROM counter_spend WHERE name = ? AND period = ?"
-_COUNT = ("INSERT INTO counter_minutes VALUES (?, ?, ?, ?) ON CONFLICT (name, minute) "
-          "DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens "
-          "RETURNING tokens")
-_SPEND = ("INSERT INTO counter_spend VALUES (?, ?, ?, ?) ON CONFLICT (name, period) "
-          "DO UPDATE SET micros = micros + excluded.micros RETURNING micros")
-#: operations in one transaction at most
-SQLITE_BATCH_MAX = 500
-_STOP = object()
-
-
-class SqliteCounters(_Shared):
-    """Counts in one SQLite file, exact across the processes that share it."""
-
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 2.0,
-                 purge_interval_s: float = 60.0) -> None:
-        super().__init__()
-        self.path = Path(os.path.abspath(os.path.expanduser(path)))
-        self.where = str(self.path)
-        self.busy_timeout_s = busy_timeout_s
-        self.purge_interval_s = purge_interval_s
-        self._ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: the answers of adds the thread has not handed to the loop yet (only the thread touches it)
-        self._unanswered: list[tuple[Any, Any, BaseException | None]] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        conn = await asyncio.to_thread(self._open)
-        self._thread = threading.Thread(target=self._run, args=(conn,), name="fastroute-counters-sqlite", daemon=True)
-        self._thread.start()
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await super().close()
-        if self._thread is not None:
-            self._ops.put(_STOP)  # after every queued operation
-            await asyncio.to_thread(self._thread.join)
-
-    def _submit(self, op: tuple[Any, ...]) -> asyncio.Future[Any]:
-        if self._thread is None or self._closed:
-            raise StorageError(f"limits: {self.where} is {'closed' if self._closed else 'not started'}")
-        assert self._loop is not None
-        future = self._loop.create_future()
-        self._ops.put((op, future))
-        return future
-
-    async def _take(self, name: str, now_ms: int, rpm: int, tpm: int, budget: int, period: str) -> Counts:
-        return await self._submit((self._do_take, name, now_ms, rpm, tpm, budget, period))
-
-    async def _add(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
-                   period_end_ms: int) -> tuple[int, int]:
-        return await self._submit((self._do_add, name, now_ms, tokens, cost_micros, period, period_end_ms))
-
-    async def _merge(self, batch: _Batch, latest_ms: int) -> int:
-        return await self._submit((self._do_merge, batch, latest_ms))
-
-    def _add_soon(self, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
-                  period_end_ms: int) -> bool:
-        if self._thread is None or self._closed:
-            return False
-        args = (name, now_ms, tokens, cost_micros, period, period_end_ms)
-        self._ops.put(((self._do_add, *args), _Then(self._added, args)))  # answered with the thread's batch
-        return True
-
-    async def drained(self) -> None:
-        if self._thread is not None and not self._closed:
-            await self._submit((_nothing,))  # the thread takes ops in order: every add before it is done
-
-    # ── opening ─────────────────────────────────────────────────────────────
-
-    def _open(self) -> sqlite3.Connection:
-        from fastroute.storage.sqlite_file import open_wal
-
-        return open_wal(self.path, "limits", self.busy_timeout_s, self._migrate)
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (_SCHEMA_KEY,)).fetchone()
-            version = int(row[0]) if row else 0
-            if version > len(SQLITE_MIGRATIONS):
-                raise StorageError(f"limits: {self.where} has counters schema version {version}, written by "
-                                   f"a newer fastroute (this one knows up to {len(SQLITE_MIGRATIONS)})")
-            for statements in SQLITE_MIGRATIONS[version:]:
-                for sql in statements:
-                    conn.execute(sql)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_SCHEMA_KEY, str(len(SQLITE_MIGRATIONS))))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    # ── the thread ──────────────────────────────────────────────────────────
-
-    def _run(self, conn: sqlite3.Connection) -> None:
-        """Take what has queued up, run it in one transaction, answer on the loop; purge now and then."""
-        import sqlite3
-
-        next_purge = time.monotonic() + self.purge_interval_s
-        try:
-            while True:
-                if time.monotonic() >= next_purge:
-                    self._purge(conn)
-                    next_purge = time.monotonic() + self.purge_interval_s
-                try:
-                    batch = [self._ops.get(timeout=max(0.0, next_purge - time.monotonic()))]
-                except queue.Empty:
-                    continue
-                while len(batch) < SQLITE_BATCH_MAX:
-                    try:
-                        batch.append(self._ops.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = _STOP in batch
-                ops = [op for op in batch if op is not _STOP]
-                answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-                try:
-                    if ops:
-                        conn.execute("BEGIN IMMEDIATE")
-                        try:
-                            results = [op[0](conn, *op[1:]) for op, _ in ops]
-                            conn.execute("COMMIT")
-                        except BaseException:
-                            if conn.in_transaction:
-                                conn.execute("ROLLBACK")
-                            raise
-                        answers = [(future, result, None) for (_, future), result in zip(ops, results, strict=True)]
-                except sqlite3.Error as exc:
-                    why = _Unreachable(f"{type(exc).__name__}: {exc}")
-                    answers = [(future, None, why) for _, future in ops]
-                except Exception as exc:  # noqa: BLE001 — a bug, not the file: each caller sees it as it is
-                    answers = [(future, None, exc) for _, future in ops]
-                if answers:
-                    self._answer(answers)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _answer(self, answers: list[tuple[Any, Any, BaseException | None]]) -> None:
-        """Hand the batch's answers to the loop.  A batch of adds that all went well wakes nobody:
-        their answers (what the backend counted, for the local fallback) wait for the next batch
-        that has a caller waiting — a wake-up of the loop saved per request."""
-        assert self._loop is not None
-        if len(self._unanswered) < SQLITE_BATCH_MAX and all(type(future) is _Then and exc is None
-                                                            for future, _, exc in answers):
-            self._unanswered.extend(answers)
-            return
-        if self._unanswered:
-            answers = [*self._unanswered, *answers]
-            self._unanswered.clear()
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-            self._loop.call_soon_threadsafe(_resolve, answers)
-
-    @staticmethod
-    def _do_take(conn: sqlite3.Connection, name: str, now_ms: int, rpm: int, tpm: int, budget: int,
-                 period: str) -> Counts:
-        minute, elapsed = divmod(now_ms, WINDOW_MS)
-        prev_requests = requests = prev_tokens = tokens = spent = 0
-        for row_minute, row_requests, row_tokens in conn.execute(_MINUTES, (name, minute - 1, minute)):
-            if row_minute == minute:
-                requests, tokens = row_requests, row_tokens
-            else:
-                prev_requests, prev_tokens = row_requests, row_tokens
-        if budget >= 0:
-            row = conn.execute(_SPENT, (name, period)).fetchone()
-            spent = row[0] if row else 0
-        refused = exceeds(elapsed, rpm, tpm, budget, prev_requests, requests, prev_tokens, tokens, spent)
-        if not refused:
-            conn.execute(_COUNT, (name, minute, 1, 0)).fetchall()
-            requests += 1
-        return refused, prev_requests, requests, prev_tokens, tokens, spent
-
-    @staticmethod
-    def _do_add(conn: sqlite3.Connection, name: str, now_ms: int, tokens: int, cost_micros: int, period: str,
-                period_end_ms: int) -> tuple[int, int]:
-        total_tokens = spent = -1
-        if tokens:
-            total_tokens = conn.execute(_COUNT, (name, now_ms // WINDOW_MS, 0, tokens)).fetchone()[0]
-        if cost_micros:
-            spent = conn.execute(_SPEND, (name, period, cost_micros, period_end_ms)).fetchone()[0]
-        return total_tokens, spent
-
-    @staticmethod
-    def _do_merge(conn: sqlite3.Connection, batch: _Batch, latest_ms: int) -> int:
-        minutes, spend, dropped = batch.kept(latest_ms)
-        for name, buckets in minutes.items():
-            for minute, requests, tokens in buckets:
-                conn.execute(_COUNT, (name, minute, requests, tokens)).fetchall()
-        for name, periods in spend.items():
-            for period, micros, end_ms in periods:
-                conn.execute(_SPEND, (name, period, micros, end_ms)).fetchall()
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('counters_probe', ?)", (str(latest_ms),))  # a write
-        return dropped
-
-    def _purge(self, conn: sqlite3.Connection) -> None:
-        """Delete the minutes no window reads and the periods that ended (by the newest time seen)."""
-        import sqlite3
-
-        latest = self._latest_ms
-        if not latest:
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM counter_minutes WHERE minute < ?", (latest // WINDOW_MS - 1,))
-            conn.execute("DELETE FROM counter_spend WHERE ends_ms > 0 AND ends_ms <= ?", (latest,))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.warning("limits: could not purge old counts of %s (%s); trying again later", self.where, exc)
-
-
-class _Then:
-    """Where the answer of an op sent without a future goes: ``call(args, result, exc)``."""
-
-    __slots__ = ("args", "call")
-
-    def __init__(self, call: Any, args: tuple[Any, ...]) -> None:
-        self.call = call
-        self.args = args
-
-
-def _nothing(conn: Any) -> None:
-    """An op that does nothing: waiting for its answer waits for every op queued before it."""
-
-
-def _resolve(answers: list[tuple[Any, Any, BaseException | None]]) -> None:
-    for future, result, exc in answers:
-        if type(future) is _Then:
-            future.call(future.args, result, exc)
-        elif not future.done():
-            if exc is None:
-                future.set_result(result)
-            else:
-                future.set_exception(exc)
 
 
 # ── redis ─────────────────────────────────────────────────────────────────

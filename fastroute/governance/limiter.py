@@ -19,7 +19,7 @@ buckets**: each key counts per UTC minute (``now_ms // 60_000``), and at
 (reckoned at the end of the current millisecond, so it weighs nothing at the
 last millisecond and a little under 1 at the first).  A request is refused
 when the estimate has reached the limit.  All of it in integers (both sides
-times 60,000), identical in Python, SQL and Lua.  Chosen over fixed windows
+times 60,000), identical in Python and Lua.  Chosen over fixed windows
 because a fixed window lets a client spend its limit at 12:00:59 and again at
 12:01:00 — twice the limit within two seconds; the sliding estimate lets
 through about one request per ``60 / limit`` s after a full minute, and costs
@@ -60,10 +60,9 @@ from fastroute.governance.counters import (
     Counts,
     MemoryCounters,
     RedisCounters,
-    SqliteCounters,
 )
 
-__all__ = ["Counters", "Limiter", "Limits", "MemoryCounters", "RedisCounters", "SqliteCounters", "Verdict"]
+__all__ = ["Counters", "Limiter", "Limits", "MemoryCounters", "RedisCounters", "Verdict"]
 
 Period = Literal["day", "week", "month", "total"]
 PERIODS: tuple[str, ...] = ("day", "week", "month", "total")
