@@ -279,3 +279,20 @@ def test_blacksheep_keeps_the_handlers_as_they_are() -> None:
             [r.pattern for r in routes if getattr(r.handler, "root_fn", None) is not None]
     finally:
         asyncio.run(app.stop())
+
+
+def test_a_worker_builds_its_app_without_pydantic_and_leaves_it_importable() -> None:
+    """BlackSheep imports pydantic when installed (~6 MB a worker); the worker hides it while
+    BlackSheep is imported (fastroute binds no pydantic model), and a later import still works."""
+    pytest.importorskip("pydantic")  # the SDKs of the tests bring it
+    code = ("import sys\n"
+            "from fastroute.server.runner import _app_builder\n"
+            "build_app = _app_builder()\n"
+            "assert 'blacksheep.server.application' in sys.modules\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')], 'loaded'\n"
+            "import blacksheep.baseapp\n"
+            "assert blacksheep.baseapp.ValidationError is None\n"
+            "import pydantic\n"
+            "assert pydantic.BaseModel\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

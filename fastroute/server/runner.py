@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -24,8 +25,7 @@ ENV_CONFIG = "FASTROUTE_CONFIG"
 
 def app_factory() -> Any:
     """Granian's target (``factory=True``): build the app in the worker."""
-    from fastroute.server.app import build_app
-
+    build_app = _app_builder()
     payload = orjson.loads(os.environ[ENV_CONFIG])
     config, _ = drop_unusable_providers(config_from_dict(payload["data"], payload["source"]))
     marker = os.environ.get(ENV_STOPPING)
@@ -38,6 +38,25 @@ def app_factory() -> Any:
     gc.collect()
     gc.freeze()
     return app
+
+
+def _app_builder() -> Any:
+    """``build_app``, BlackSheep imported without pydantic.
+
+    BlackSheep imports pydantic when it is installed (the openai and anthropic SDKs bring it),
+    to bind handler arguments that are pydantic models and to document them; fastroute has none,
+    and BlackSheep does without it (each use is behind ``except ImportError``).  Importing it
+    costs a worker ~6 MB of RSS (pydantic and pydantic-core, measured).  So pydantic is hidden
+    while BlackSheep is first imported, and importable again right after (a plugin may use it)."""
+    hide = "pydantic" not in sys.modules
+    if hide:
+        sys.modules["pydantic"] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        from fastroute.server.app import build_app
+    finally:
+        if hide and sys.modules.get("pydantic", ...) is None:
+            del sys.modules["pydantic"]
+    return build_app
 
 
 def loop_name() -> str:
