@@ -26,6 +26,23 @@ if TYPE_CHECKING:
     from tests.redis_server import RedisServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test's default state (``$XDG_DATA_HOME/fastroute``: state, keys, limits, the audit log)
+    is this session's own, never the user's ``~/.local/share/fastroute``: an app built in process,
+    or a server started without its own ``XDG_DATA_HOME``, writes there."""
+    home = tmp_path_factory.mktemp("xdg-data")
+    before = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if before is None:
+            os.environ.pop("XDG_DATA_HOME", None)
+        else:
+            os.environ["XDG_DATA_HOME"] = before
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
