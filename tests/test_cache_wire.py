@@ -9,6 +9,7 @@ instances share one real redis-server.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -339,3 +340,42 @@ def test_redis_cache_is_shared_by_two_instances(stub: StubUpstream, redis_server
     finally:
         one.stop()
         two.stop()
+
+
+# ── the dashboard counts the hits ─────────────────────────────────────────
+
+def test_dashboard_shows_cache_hits(tmp_path: Path) -> None:
+    from tests.test_dashboard_browser import Page, _need_browser, drive
+
+    _need_browser()
+    conf = tmp_path / "c.toml"
+    conf.write_text("""
+[server]
+dashboard = true
+[storage]
+kind = "memory"
+[cache]
+enabled = true
+[[providers]]
+name = "echo"
+format = "echo"
+cost_per_1m_tokens = 3.0
+[[routers]]
+type = "prefix"
+model_prefix = ""
+provider = "echo"
+""")
+    proc = FastrouteProcess([str(conf)]).start()
+
+    def send() -> str:
+        return httpx.post(f"{proc.url}/v1/chat/completions", timeout=30,
+                          json={"model": "echo", "messages": [{"role": "user", "content": "same again"}]}
+                          ).headers["x-router-cache"]
+
+    async def scenario(page: Page) -> None:
+        await page.call("Page.navigate", url=f"{proc.url}/dashboard")
+        await page.until("document.getElementById('conn').textContent === 'live'")
+        assert [await asyncio.to_thread(send) for _ in range(3)] == ["miss", "hit", "hit"]
+        await page.until_equal("document.getElementById('summary').textContent", "3 requests, 0 errors, 2 cache hits")
+
+    drive(proc, scenario)
