@@ -128,6 +128,27 @@ class ResponsesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The exact cache (see fastroute.cache): an answer served again for the same request and route."""
+
+    enabled: bool = False
+    #: "memory" (each worker its own) or "redis" ([storage]'s Redis, shared); none: follows [storage] kind
+    kind: str | None = None
+    #: how long an answer is served again
+    ttl_s: float = 300.0
+    #: answers kept at most (memory; Redis bounds itself)
+    max_entries: int = 1000
+    #: bytes of keys and answers kept at most (memory); an answer larger than this is never kept
+    max_bytes: int = 64 * 1024 * 1024
+    #: requests with a temperature above this are not cached
+    max_temperature: float = 0.0
+    #: requests that set no temperature (the provider's default) are cached
+    cache_unset_temperature: bool = True
+    #: requests that offer tools are cached too
+    tools: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     """Accepted for compatibility with opensourcellmrouter files; not exported yet."""
 
@@ -321,6 +342,7 @@ class Config:
     events: EventsConfig = EventsConfig()
     storage: StorageConfig = StorageConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    cache: CacheConfig = CacheConfig()
     providers: tuple[ProviderConfig, ...] = ()
     routers: tuple[RouterRule, ...] = ()
     keys: tuple[KeyConfig, ...] = ()
@@ -377,8 +399,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     v = _Validator(source)
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the config must be a table")
-    known = {"server", "logging", "telemetry", "failover", "discovery", "events", "storage", "responses", "providers",
-             "routers", "keys", "audit", "admin", "pricing", "classifiers", "response_classifiers", "plugins"}
+    known = {"server", "logging", "telemetry", "failover", "discovery", "events", "storage", "responses", "cache",
+             "providers", "routers", "keys", "audit", "admin", "pricing", "classifiers", "response_classifiers", "plugins"}
     v.check_unknown(data, known, "")
     cfg = Config(
         source=source,
@@ -390,6 +412,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         events=v.build(EventsConfig, data.get("events", {}), "events"),
         storage=v.build(StorageConfig, data.get("storage", {}), "storage"),
         responses=v.build(ResponsesConfig, data.get("responses", {}), "responses"),
+        cache=v.build(CacheConfig, data.get("cache", {}), "cache"),
         providers=tuple(v.build(ProviderConfig, p, f"providers[{i}]")
                         for i, p in enumerate(v.array(data.get("providers", []), "providers"))),
         routers=tuple(v.rule(r, f"routers[{i}]")
@@ -440,6 +463,7 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
     if not e.channel:
         v.fail("events.channel", "must not be empty")
     _check_storage(cfg.storage, v)
+    _check_cache(cfg, v)
     seen: set[str] = set()
     for i, p in enumerate(cfg.providers):
         path = f"providers[{i}]"
@@ -550,6 +574,23 @@ def _check_storage(s: StorageConfig, v: _Validator) -> None:
         for key in ("redis_url", "redis_password_env"):
             if getattr(s, key) is not None:
                 v.fail(f"storage.{key}", f'only used with kind = "redis" (kind is {s.kind!r})')
+
+
+def _check_cache(cfg: Config, v: _Validator) -> None:
+    c = cfg.cache
+    if c.kind is not None and c.kind not in ("memory", "redis"):
+        v.fail("cache.kind", f"must be memory or redis, got {c.kind!r}")
+    if c.kind == "redis" and cfg.storage.kind != "redis":
+        v.fail("cache.kind", f'"redis" is the Redis of [storage]: it needs [storage] kind = "redis" '
+               f'(kind is {cfg.storage.kind!r})')
+    if c.ttl_s <= 0:
+        v.fail("cache.ttl_s", f"must be above 0, got {c.ttl_s}")
+    if c.max_entries < 1:
+        v.fail("cache.max_entries", f"must be at least 1, got {c.max_entries}")
+    if c.max_bytes < 1024:
+        v.fail("cache.max_bytes", f"must be at least 1024, got {c.max_bytes}")
+    if not c.max_temperature >= 0:
+        v.fail("cache.max_temperature", f"must be 0 or more, got {c.max_temperature}")
 
 
 def _rule_provider_refs(rule: Any) -> list[tuple[str, str]]:

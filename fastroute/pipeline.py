@@ -107,6 +107,8 @@ class Exchange:
     cost_micros: int | None = None
     #: the key's limit that refused it (``governance.limiter.Verdict.limit``), when one did
     limited_by: str | None = None
+    #: the exact cache's verdict (``fastroute.cache``: hit, miss, bypass); None: not looked at
+    cache: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -128,6 +130,10 @@ class Ask:
     ctx: PluginContext | None = None
     #: who sent it (governance.keys.Caller): the configured key and the session, when known
     caller: Any = None
+    #: the client's ``Cache-Control`` header (read only when the exact cache is on)
+    cache_control: bytes | None = None
+    #: what the exact cache needs to keep the answer of a miss (``fastroute.cache.exact.Fill``)
+    fill: Any = None
 
 
 @dataclass(slots=True)
@@ -235,8 +241,10 @@ class Streamed:
 class Pipeline:
     def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
                  health: Health | None = None, recorder: Recorder | None = None,
-                 states: dict[str, Any] | None = None, limiter: Any = None) -> None:
+                 states: dict[str, Any] | None = None, limiter: Any = None, cache: Any = None) -> None:
         self.config = config
+        #: the exact cache (fastroute.cache.ExactCache); None: off
+        self.cache = cache
         #: rate limits and budgets per key (governance.limiter.Limiter); None: nothing is limited
         self.limiter = limiter
         #: per client dialect, the state it keeps across requests (Responses: responses_store.ResponsesStore)
@@ -313,8 +321,10 @@ class Pipeline:
         return Answer(err.http_status, body, headers)
 
     async def dispatch(self, dialect: ModuleType, body: Any, client_key: str | None,
-                       client_headers: dict[str, str] | None = None, caller: Any = None) -> Answer | StreamAnswer:
-        ask = Ask(self.new_exchange(dialect), dialect, body, client_key, client_headers, caller=caller)
+                       client_headers: dict[str, str] | None = None, caller: Any = None,
+                       cache_control: bytes | None = None) -> Answer | StreamAnswer:
+        ask = Ask(self.new_exchange(dialect), dialect, body, client_key, client_headers, caller=caller,
+                  cache_control=cache_control)
         ex = ask.ex
         if caller is not None:
             ex.key_name = caller.key.name if caller.key is not None else None
@@ -382,7 +392,10 @@ class Pipeline:
             if modified or started:
                 ask.body = None  # the request changed: it is rendered from the canonical model now
         self.recorder.classified(ex)
-        return await self._with_failover(ask, self._route(model, ask))
+        route = self._route(model, ask)
+        if self.cache is not None:
+            return await self.cache.serve(self, ask, route)
+        return await self._with_failover(ask, route)
 
     async def _admit(self, ex: Exchange, key: Any) -> None:
         """Count the request against its key's limits, or refuse it (429, ``Retry-After``)."""
@@ -521,6 +534,8 @@ class Pipeline:
         """The client's answer from what the provider answered; the exchange ends with it (a stream's
         when the stream does)."""
         ex, dialect = ask.ex, ask.dialect
+        if ask.fill is not None:  # the exact cache keeps what this answer turns out to be
+            ask.fill.watch(reached)
         if reached.upstream is not None:
             return self._streamed(ask, reached.provider, reached.upstream, reached.request, reached.tap)
         if reached.raw is not None:
@@ -581,6 +596,8 @@ class Pipeline:
             headers.append((b"x-router-attempts", str(len(ex.attempts)).encode()))
         if ex.omitted_tools:
             headers.append((b"x-router-omitted-tools", header_value(",".join(ex.omitted_tools))))
+        if ex.cache is not None:
+            headers.append((b"x-router-cache", ex.cache.encode()))
         return headers
 
     # streams --------------------------------------------------------------

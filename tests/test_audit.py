@@ -625,7 +625,7 @@ def test_sqlite_schema_is_versioned_and_a_newer_one_refused(tmp_path: Path) -> N
     run(create())
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),) == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),) == (2,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")} >= {
             "audit_timestamp", "audit_key", "audit_model", "audit_session"}

@@ -71,6 +71,9 @@ class AuditRecord:
     stream: bool = False
     #: the usage was counted by fastroute, not reported by the upstream
     estimated: bool = False
+    #: "hit" when the exact cache answered it (no provider was called; it cost nothing), "miss" when
+    #: the cache was looked in first, "bypass" when the client said not to (``Cache-Control``)
+    cache: str | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AuditRecord))

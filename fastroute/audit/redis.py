@@ -132,7 +132,8 @@ INT_LIMIT = 2**53
 
 _AT = {name: i for i, name in enumerate(FIELDS)}
 _ROW = operator.attrgetter(*FIELDS)
-_TEXT_AT = tuple(_AT[n] for n in ("request_id", "key_name", "session", "model", "provider", "sent_model", "error"))
+_TEXT_AT = tuple(_AT[n] for n in ("request_id", "key_name", "session", "model", "provider", "sent_model", "error",
+                                       "cache"))
 _INT_AT = tuple(_AT[n] for n in ("timestamp", "prompt_tokens", "completion_tokens", "cached_tokens", "status"))
 _FLOAT_AT = tuple(_AT[n] for n in ("latency_ms", "ttft_ms"))
 _BOOL_AT = tuple(_AT[n] for n in ("stream", "estimated"))

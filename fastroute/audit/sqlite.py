@@ -111,6 +111,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (hour, key_name, {column})
         ) WITHOUT ROWID""" for table, column in (("usage_hourly", "model"), ("usage_sessions", "session"))),
     ),
+    (  # 2: what the exact cache did with the request ([cache])
+        "ALTER TABLE audit ADD COLUMN cache TEXT",
+    ),
 )
 
 #: records committed in one transaction at most
@@ -333,7 +336,7 @@ class SqliteAuditLog(Queued):
     async def logs(self, key: str | None = None, model: str | None = None, since: int | None = None,
                    until: int | None = None, limit: int = 100, *, session: str | None = None) -> list[AuditRecord]:
         rows = await self._query(*logs_query(key, model, since, until, limit, session))
-        return [AuditRecord(*row[:-2], bool(row[-2]), bool(row[-1])) for row in rows]
+        return [AuditRecord(*row[:-3], bool(row[-3]), bool(row[-2]), row[-1]) for row in rows]
 
     async def usage(self, since: int | None = None, until: int | None = None, group_by: GroupBy = "key",
                     key: str | None = None) -> list[dict[str, Any]]:

@@ -26,6 +26,11 @@ class DecoderTap:
     def forward(self, chunk: bytes) -> bytes:
         return chunk
 
+    def tee(self, sink: Any) -> None:
+        """Also hand every event decoded from here on to ``sink(event)`` (the exact cache assembling
+        the answer to keep it); a tap nobody tees pays nothing for it."""
+        self._decoder = _Teed(self._decoder, sink)
+
     def feed(self, chunk: bytes) -> None:
         self._take(self._decoder.feed(chunk))
 
@@ -45,3 +50,25 @@ class DecoderTap:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+
+class _Teed:
+    """A stream decoder whose events are also handed to a sink."""
+
+    __slots__ = ("_decoder", "_sink")
+
+    def __init__(self, decoder: Any, sink: Any) -> None:
+        self._decoder = decoder
+        self._sink = sink
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        events = self._decoder.feed(chunk)
+        for ev in events:
+            self._sink(ev)
+        return events
+
+    def flush(self) -> list[StreamEvent]:
+        events = self._decoder.flush()
+        for ev in events:
+            self._sink(ev)
+        return events

@@ -181,6 +181,11 @@ class Metrics:
                                   ("key", "direction"), registry=reg)
         self.rate_limited = Counter("fastroute_rate_limited_total", "Requests refused by a key's rate limit or budget",
                                     ("key", "limit"), registry=reg)
+        #: the exact cache's answers ([cache]), per provider label
+        self.cache_hits = Counter("fastroute_cache_hits_total", "Requests answered by the exact cache", ("provider",),
+                                  registry=reg)
+        self.cache_misses = Counter("fastroute_cache_misses_total", "Requests looked up in the exact cache and not found",
+                                    ("provider",), registry=reg)
         self._following = False
         #: bound children per (provider, model, status) label values (:meth:`_bind`)
         self._series: dict[tuple[str, str, int], _Series] = {}
@@ -247,6 +252,9 @@ class Metrics:
         limit = entry.get("limited_by")
         if limit is not None:
             self._refused(key, LIMIT_LABELS.get(limit, OTHER))
+        cache = entry.get("cache")
+        if cache is not None and cache != "bypass":
+            (self.cache_hits if cache == "hit" else self.cache_misses).labels(provider).inc()
         attempts = entry.get("attempts") or ()
         if len(attempts) > 1 or (attempts and attempts[0].get("error")):
             self._attempts(attempts, series, status)

@@ -64,7 +64,7 @@ def audit_record(ex: Any, entry: dict[str, Any]) -> AuditRecord:
         provider=ex.provider, sent_model=ex.sent_model, prompt_tokens=u.input_tokens if u else 0,
         completion_tokens=u.output_tokens if u else 0, cached_tokens=u.cached_input_tokens if u else 0,
         cost_micros=entry["cost_micros"], latency_ms=entry["duration_ms"], ttft_ms=entry["ttft_ms"],
-        status=ex.status, error=ex.error, stream=ex.stream, estimated=bool(u and u.estimated))
+        status=ex.status, error=ex.error, stream=ex.stream, estimated=bool(u and u.estimated), cache=ex.cache)
 
 
 class Recorder:
@@ -100,7 +100,7 @@ class Recorder:
     def cost_of(self, ex: Any) -> int | None:
         """What the exchange cost in micro-dollars, from its usage; None when nothing prices it."""
         if ex.usage is None or self.pricing is None:
-            return None
+            return 0 if ex.cache == "hit" else None  # an answer from the exact cache spent nothing
         return self.pricing.cost(ex.provider, ex.sent_model or ex.requested_model, ex.usage)
 
     def entry(self, ex: Any, last: int | None = None) -> dict[str, Any]:
@@ -120,7 +120,7 @@ class Recorder:
             "response": ex.response_text, "error": ex.error, "limited_by": ex.limited_by,
             "usage": usage,
             "cost_micros": micros, "cost_usd": micros / 1e6 if micros is not None else None,
-            "attempts": list(ex.attempts), "omitted_tools": list(ex.omitted_tools),
+            "attempts": list(ex.attempts), "omitted_tools": list(ex.omitted_tools), "cache": ex.cache,
         }
 
     def complete(self, ex: Any, in_flight: int) -> None:

@@ -41,6 +41,7 @@ from fastroute.recording.scope import KeyScope
 from fastroute.server.admin import AdminAPI
 from fastroute.server.admin_keys import AdminKeys
 from fastroute.server.backends import open_audit, open_counters, open_key_store
+from fastroute.cache import open_cache
 from fastroute.server.key_holder import KeyHolderAPI
 from fastroute.server.count_tokens import CountTokens
 from fastroute.server.responses_api import ResponsesAPI
@@ -214,7 +215,8 @@ class Handlers:
                 forwarded[BETA_QUERY] = "true"
             receive = getattr(request.content, "receive", None)
             who = Caller(caller, self.session_of(request))
-            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded, who), receive)
+            control = request.get_first_header(b"cache-control") if self.pipeline.cache is not None else None
+            return to_response(await self.pipeline.dispatch(dialect, body, key, forwarded, who, control), receive)
 
         handle.__name__ = f"{dialect.NAME}_chat"
         return handle
@@ -455,8 +457,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     router = Router(config, providers, health.available, steady=health.steady)
     counters = open_counters(config, keys)
     limiter = Limiter(counters) if counters is not None else None
+    cache = open_cache(config)
     pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state},
-                        limiter=limiter)
+                        limiter=limiter, cache=cache)
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, keys, metrics)
@@ -510,6 +513,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await audit.start()
         if counters is not None:
             await counters.start()
+        if cache is not None:
+            await cache.start()
         if key_store is not None:
             await key_store.start()
             await keys.reload()
@@ -533,6 +538,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await counters.close()
         if key_store is not None:
             await key_store.close()
+        if cache is not None:
+            await cache.close()
 
     app.on_start += on_start
     app.on_stop += on_stop
