@@ -88,7 +88,9 @@ class Telemetry:
     """One worker's tracer, meter and instruments; :meth:`begin` starts a request's :class:`Trace`,
     :meth:`complete` (the recorder, at the exchange's one end) ends it and counts it."""
 
-    def __init__(self, config: TelemetryConfig, provider_formats: Mapping[str, str]) -> None:
+    def __init__(self, config: TelemetryConfig, provider_formats: Mapping[str, str],
+                 span_exporter: SpanExporter | None = None, metric_reader: Any = None) -> None:
+        """``span_exporter`` and ``metric_reader``: where spans and metrics go instead of OTLP (benchmarks)."""
         for name in EXPORTER_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
         base = config.otlp_endpoint.rstrip("/")
@@ -97,8 +99,9 @@ class Telemetry:
         self.tracer_provider = TracerProvider(resource=resource,
                                               sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
         self.tracer_provider.add_span_processor(
-            BatchSpanProcessor(SpanExporterOnce(self.unreachable, endpoint=f"{base}/v1/traces")))
-        self.reader = PeriodicExportingMetricReader(MetricExporterOnce(self.unreachable, endpoint=f"{base}/v1/metrics"))
+            BatchSpanProcessor(span_exporter or SpanExporterOnce(self.unreachable, endpoint=f"{base}/v1/traces")))
+        self.reader = metric_reader or PeriodicExportingMetricReader(
+            MetricExporterOnce(self.unreachable, endpoint=f"{base}/v1/metrics"))
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self.reader])
         self.tracer = self.tracer_provider.get_tracer("fastroute", __version__)
         meter = self.meter_provider.get_meter("fastroute", __version__)
