@@ -539,6 +539,29 @@ class InProcess:
         pass
 
 
+def dispatches(benchmark: Any, loop: asyncio.AbstractEventLoop, pipeline: Pipeline,
+               size: str) -> tuple[Any, int, float | None]:
+    """Rounds of BATCH dispatches of ``BODY[size]``: the last answer, the rounds run, and the median µs
+    a request (None under --benchmark-disable), also in ``extra_info["us_per_request"]``."""
+    body = BODY[size]
+    batches = 0
+
+    async def batch() -> Any:
+        nonlocal batches
+        batches += 1
+        for _ in range(BATCH):
+            answer = await pipeline.dispatch(openai, body, None)
+        return answer
+
+    answer = benchmark.pedantic(lambda: loop.run_until_complete(batch()), rounds=30 if size == "short" else 15,
+                                iterations=1, warmup_rounds=1)
+    us = None
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        us = benchmark.stats.stats.median / BATCH * 1e6
+        benchmark.extra_info["us_per_request"] = round(us, 1)
+    return answer, batches, us
+
+
 @pytest.mark.parametrize("variant", ["bare", "classified"])
 @pytest.mark.parametrize("size", SIZES)
 def test_dispatch(benchmark, variant: str, size: str, loop: asyncio.AbstractEventLoop,  # type: ignore[no-untyped-def]
@@ -553,22 +576,8 @@ def test_dispatch(benchmark, variant: str, size: str, loop: asyncio.AbstractEven
     pipeline = Pipeline(cfg, providers, Router(cfg, providers, health.available, steady=health.steady),
                         health, recorder)
     recorder.metrics.follow_in_flight(lambda: pipeline.in_flight)  # type: ignore[union-attr]
-    body = BODY[size]
-
-    batches = 0
-
-    async def batch() -> Any:
-        nonlocal batches
-        batches += 1
-        for _ in range(BATCH):
-            answer = await pipeline.dispatch(openai, body, None)
-        return answer
-
     benchmark.group = f"stage-dispatch-{size}"
-    answer = benchmark.pedantic(lambda: loop.run_until_complete(batch()), rounds=30 if size == "short" else 15,
-                                iterations=1, warmup_rounds=1)
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["us_per_request"] = round(benchmark.stats.stats.median / BATCH * 1e6, 1)
+    answer, batches, _ = dispatches(benchmark, loop, pipeline, size)
     assert isinstance(answer, Answer) and answer.status == 200 and answer.body == ANSWER[size]
     assert client.calls == BATCH * batches and pipeline.in_flight == 0
     assert orjson.loads(client.sent)["model"] == "upstream-model"

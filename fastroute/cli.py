@@ -46,12 +46,14 @@ def _prepare(raw: dict[str, Any], source: str) -> Any:
 
     from fastroute.plugins import PluginSet
     from fastroute.routing.classifiers import build_classifiers
+    from fastroute.telemetry import require_packages
 
     config = config_from_dict(raw, source)
     usable, warnings = drop_unusable_providers(config)
     router = Router(usable, build_providers(usable, None))
     PluginSet(usable)
     build_classifiers(usable)
+    require_packages(usable)
     return config, usable, warnings, router
 
 

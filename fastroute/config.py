@@ -150,7 +150,8 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
-    """Accepted for compatibility with opensourcellmrouter files; not exported yet."""
+    """OpenTelemetry over OTLP/HTTP (opensourcellmrouter's keys): traces at ``{otlp_endpoint}/v1/traces``,
+    metrics at ``{otlp_endpoint}/v1/metrics``; ``fastroute.telemetry`` (``pip install 'fastroute[otel]'``)."""
 
     enabled: bool = False
     otlp_endpoint: str = "http://localhost:4318"
@@ -464,6 +465,12 @@ def _check_consistency(cfg: Config, v: _Validator) -> None:
         v.fail("events.channel", "must not be empty")
     _check_storage(cfg.storage, v)
     _check_cache(cfg, v)
+    t = cfg.telemetry
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        v.fail("telemetry.sample_ratio", f"must be between 0 and 1, got {t.sample_ratio}")
+    scheme, _, rest = t.otlp_endpoint.partition("://")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        v.fail("telemetry.otlp_endpoint", f"must be an http:// or https:// URL, got {t.otlp_endpoint!r}")
     seen: set[str] = set()
     for i, p in enumerate(cfg.providers):
         path = f"providers[{i}]"

@@ -109,6 +109,10 @@ class Exchange:
     limited_by: str | None = None
     #: the exact cache's verdict (``fastroute.cache``: hit, miss, bypass); None: not looked at
     cache: str | None = None
+    #: why the answer ended (``stop``, ``length``, ``tool_calls`` ...), when the upstream said
+    stop_reason: str | None = None
+    #: its spans (``telemetry.spans.Trace``) when [telemetry] is on; never recorded
+    trace: Any = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -241,10 +245,13 @@ class Streamed:
 class Pipeline:
     def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
                  health: Health | None = None, recorder: Recorder | None = None,
-                 states: dict[str, Any] | None = None, limiter: Any = None, cache: Any = None) -> None:
+                 states: dict[str, Any] | None = None, limiter: Any = None, cache: Any = None,
+                 telemetry: Any = None) -> None:
         self.config = config
         #: the exact cache (fastroute.cache.ExactCache); None: off
         self.cache = cache
+        #: spans per request (telemetry.otel.Telemetry); None: [telemetry] is off and nothing is traced
+        self.telemetry = telemetry
         #: rate limits and budgets per key (governance.limiter.Limiter); None: nothing is limited
         self.limiter = limiter
         #: per client dialect, the state it keeps across requests (Responses: responses_store.ResponsesStore)
@@ -326,6 +333,8 @@ class Pipeline:
         ask = Ask(self.new_exchange(dialect), dialect, body, client_key, client_headers, caller=caller,
                   cache_control=cache_control)
         ex = ask.ex
+        if self.telemetry is not None:
+            ex.trace = self.telemetry.begin(ex, client_headers)
         if caller is not None:
             ex.key_name = caller.key.name if caller.key is not None else None
             ex.session = caller.session
@@ -471,6 +480,7 @@ class Pipeline:
         limit = self.config.failover.max_attempts
         last: RequestError | None = None
         tried = 0
+        trace = ex.trace
         for name, model in plan:
             if tried >= limit:
                 break
@@ -488,7 +498,8 @@ class Pipeline:
             ex.attempts.append(attempt)
             self.health.begin(name)
             try:
-                reached = await self._reach(ask, provider, model)
+                reaching = self._reach(ask, provider, model)
+                reached = await (reaching if trace is None else trace.attempt(reaching, name, model))
             except RequestError as err:
                 attempt.update(status=err.http_status, error=err.message)
                 if err.retryable:
@@ -545,6 +556,7 @@ class Pipeline:
                 ex.error = f"provider '{reached.provider.name}' answered with a body fastroute cannot read"
             else:
                 ex.usage = response.usage if response.usage.total_tokens else None
+                ex.stop_reason = response.stop_reason
                 if ask.ctx is not None and (ask.plugins or self.response_classifiers) and await self._after(ask, response):
                     out = dialect.render_response(response)
                 ex.response_text = response.text()
@@ -562,7 +574,7 @@ class Pipeline:
             ask.ctx = PluginContext(request, {}, ex.tags)
         if ask.ctx is not None:
             await self._after(ask, response)
-        ex.usage, ex.response_text = response.usage, response.text()
+        ex.usage, ex.response_text, ex.stop_reason = response.usage, response.text(), response.stop_reason
         answer = Answer(200, self._rendered(ask, response, request), self._headers(ex))
         self.end(ex)
         return answer
@@ -607,6 +619,8 @@ class Pipeline:
         """A stream answer that owns ``upstream`` from here on: released however the stream ends, or
         here, if even the answer cannot be made."""
         st = Streamed(self, ask, provider, upstream)
+        if ask.ex.trace is not None:
+            ask.ex.trace.streaming()
         ask.body = ask.client_headers = None  # sent: the stream does not hold them for its whole life
         try:
             chunks = self._relay(st, tap) if tap is not None else self._render(st, request)
@@ -661,7 +675,7 @@ class Pipeline:
             log.exception("stream %s failed inside fastroute", ex.id)
             yield self._stream_failed(st, RequestError(f"internal error in fastroute: {type(exc).__name__}"))
         finally:
-            ex.usage, ex.response_text = tap.usage, tap.text
+            ex.usage, ex.response_text, ex.stop_reason = tap.usage, tap.text, getattr(tap, "stop_reason", None)
             if ex.error is None and tap.error is not None:
                 ex.error = tap.error
             await st.end()
@@ -686,6 +700,8 @@ class Pipeline:
                     own_call(names, ev.tool_call)
                 elif ev.kind == "usage":
                     ex.usage = ev.usage
+                elif ev.kind == "stop":
+                    ex.stop_reason = ev.stop_reason
                 elif ev.kind == "error":
                     ex.status, ex.error = ev.error.http_status, ev.error.message
                     yield renderer.render(ev)

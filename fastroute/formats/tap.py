@@ -15,13 +15,14 @@ class DecoderTap:
     the decoder read what it still holds and say whether the stream was cut before its end.
     """
 
-    __slots__ = ("_decoder", "text_parts", "usage", "error")
+    __slots__ = ("_decoder", "text_parts", "usage", "error", "stop_reason")
 
     def __init__(self, decoder: Any) -> None:
         self._decoder = decoder
         self.text_parts: list[str] = []
         self.usage: Usage | None = None
         self.error: str | None = None
+        self.stop_reason: str | None = None
 
     def forward(self, chunk: bytes) -> bytes:
         return chunk
@@ -44,6 +45,8 @@ class DecoderTap:
                 self.text_parts.append(ev.text)
             elif ev.kind in ("usage", "start") and ev.usage is not None:
                 self.usage = ev.usage
+            elif ev.kind == "stop":
+                self.stop_reason = ev.stop_reason
             elif ev.kind == "error" and self.error is None:
                 self.error = ev.error.message
 

@@ -53,6 +53,8 @@ class Provider:
         self._discovered: dict[str, frozenset[str]] = {}
         #: False when the last discovery call failed (the last known list is kept)
         self.reachable = True
+        #: puts the current span's ``traceparent`` into a request's headers ([telemetry] on); None: off
+        self.trace_headers: Any = None
 
     @property
     def discovered(self) -> dict[str, frozenset[str]]:

@@ -56,6 +56,8 @@ class HTTPProvider(Provider):
         headers = {"content-type": _JSON, "accept": "text/event-stream" if stream else _JSON}
         if key:
             headers.update(self.auth_headers(key))
+        if self.trace_headers is not None:
+            self.trace_headers(headers)
         return headers
 
     # bytes ----------------------------------------------------------------

@@ -80,6 +80,8 @@ class Recorder:
         self.pricing = pricing
         #: one record per request for the admin API's logs and usage ([audit])
         self.audit = audit
+        #: spans and OTLP metrics ([telemetry]; telemetry.otel.Telemetry), ended here; None: off
+        self.telemetry: Any = None
         #: which worker process answered (with --workers N, events of all of them reach every viewer)
         self.worker = os.getpid()
 
@@ -138,3 +140,5 @@ class Recorder:
                  "response": _clip(entry["response"]), "error": _clip(entry["error"]),
                  "messages": [_event_message(m) for m in entry["messages"][-EVENT_MESSAGES:]]}
         self.events.publish(event)
+        if self.telemetry is not None:
+            self.telemetry.complete(ex, entry)

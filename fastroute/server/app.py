@@ -58,6 +58,7 @@ from fastroute.routing.discovery import Discovery
 from fastroute.routing.health import Health
 from fastroute.responses_store import ResponsesStore
 from fastroute.storage import open_store
+from fastroute.telemetry import open_telemetry
 
 log = logging.getLogger("fastroute")
 
@@ -68,6 +69,8 @@ KEEPALIVE_S = 15.0
 
 #: client headers that may travel to a provider of the client's own dialect
 FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
+#: and, with [telemetry] on, the client's trace context (continued by the request's span, never forwarded)
+TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class Handlers:
@@ -87,6 +90,7 @@ class Handlers:
         self.max_json_depth = config.server.max_json_depth
         #: the most of a refused body read and dropped, keeping the connection (see read_json)
         self.max_drain = 2 * self.max_body
+        self.forwarded_headers = FORWARDED_HEADERS + (TRACE_HEADERS if config.telemetry.enabled else ())
 
     async def read_json(self, request: Request) -> Any:
         """The request's JSON body (see :meth:`_read_json`); a client that leaves before its body
@@ -209,7 +213,7 @@ class Handlers:
                 key, caller, body = await self.caller_json(request)
             except RequestError as err:
                 return to_response(self.pipeline.fail(self.pipeline.new_exchange(dialect), dialect, err))
-            forwarded = {name.decode(): value.decode("latin-1") for name in FORWARDED_HEADERS
+            forwarded = {name.decode(): value.decode("latin-1") for name in self.forwarded_headers
                          if (value := request.get_first_header(name)) is not None}
             if request.query.get("beta") == ["true"]:  # the Anthropic SDK's beta marker goes on with the body
                 forwarded[BETA_QUERY] = "true"
@@ -458,13 +462,18 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     counters = open_counters(config, keys)
     limiter = Limiter(counters) if counters is not None else None
     cache = open_cache(config)
+    telemetry = open_telemetry(config, {p.name: p.format for p in config.providers})
     pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state},
-                        limiter=limiter, cache=cache)
+                        limiter=limiter, cache=cache, telemetry=telemetry)
     discovery = Discovery(config, providers)
     relay = event_relay(config, bus)
     handlers = Handlers(config, pipeline, keys, metrics)
     metrics.label_only(handlers.catalogue)  # a name a client made up is no label
     metrics.follow_in_flight(lambda: pipeline.in_flight)
+    if telemetry is not None:
+        telemetry.names, recorder.telemetry = metrics.names, telemetry
+        for provider in providers.values():
+            provider.trace_headers = telemetry.inject
 
     app = Application(show_error_details=False)
     openai_chat = handlers.chat(openai_dialect)
@@ -540,6 +549,9 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await key_store.close()
         if cache is not None:
             await cache.close()
+        if telemetry is not None:
+            await pipeline.settled()
+            await asyncio.to_thread(telemetry.shutdown)  # every span and count recorded is exported
 
     app.on_start += on_start
     app.on_stop += on_stop
