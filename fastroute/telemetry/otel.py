@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -105,10 +106,16 @@ class Telemetry:
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self.reader])
         self.tracer = self.tracer_provider.get_tracer("fastroute", __version__)
         meter = self.meter_provider.get_meter("fastroute", __version__)
-        self.requests = meter.create_counter("router.requests", "{request}", "Requests handled")
+        #: the counters' sums per (provider, model, error): [requests, input tokens, output tokens], and
+        #: their attributes; read by the reader at export time (observable counters: a request adds to a
+        #: list, ~1 µs, where a synchronous counter's add costs the SDK ~20 µs here)
+        self._sums: dict[tuple[str, str, bool], list[int]] = {}
+        self._labels: dict[tuple[str, str, bool], dict[str, Any]] = {}
+        self._sums_lock = threading.Lock()
+        meter.create_observable_counter("router.requests", [self._observe(0)], "{request}", "Requests handled")
         self.duration = meter.create_histogram("router.request.duration_ms", "ms", "End-to-end duration of a request")
-        self.tokens_in = meter.create_counter("router.tokens.input", "{token}", "Input tokens")
-        self.tokens_out = meter.create_counter("router.tokens.output", "{token}", "Output tokens")
+        meter.create_observable_counter("router.tokens.input", [self._observe(1)], "{token}", "Input tokens")
+        meter.create_observable_counter("router.tokens.output", [self._observe(2)], "{token}", "Output tokens")
         self.propagator = TraceContextTextMapPropagator()
         #: each provider's format (its gen_ai.provider.name): openai, anthropic, ollama, echo
         self.formats = dict(provider_formats)
@@ -134,12 +141,27 @@ class Telemetry:
         attributes = exchange_attributes(ex, entry, self.formats.get(ex.provider or "", ""))
         trace.end(ex, attributes)
         labels = metric_attributes(ex, self.names)
-        self.requests.add(1, labels)
-        self.duration.record(ex.duration_ms or 0.0, labels)
+        key = (labels["provider"], labels["model"], labels["error"])
         usage = ex.usage
-        if usage is not None and ex.error is None:
-            self.tokens_in.add(usage.input_tokens, labels)
-            self.tokens_out.add(usage.output_tokens, labels)
+        counted = usage is not None and ex.error is None
+        with self._sums_lock:  # the reader's thread reads them
+            sums = self._sums.get(key)
+            if sums is None:
+                sums = self._sums[key] = [0, 0, 0]
+                self._labels[key] = labels
+            sums[0] += 1
+            if counted:
+                sums[1] += usage.input_tokens
+                sums[2] += usage.output_tokens
+        self.duration.record(ex.duration_ms or 0.0, self._labels[key])
+
+    def _observe(self, index: int) -> Any:
+        """The callback of one observable counter: each attribute set's sum so far."""
+        def observe(options: CallbackOptions) -> list[Observation]:
+            with self._sums_lock:
+                return [Observation(sums[index], self._labels[key]) for key, sums in self._sums.items()
+                        if sums[index] or index == 0]
+        return observe
 
     # the upstream call --------------------------------------------------------
 
