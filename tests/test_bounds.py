@@ -80,7 +80,7 @@ def test_history_holds_clipped_events_whatever_a_request_carried() -> None:
         id="r", ts_ms=0, dialect="openai", stream=False, provider="p", requested_model="m", sent_model="m",
         rule=0, status=502, duration_ms=1.0, ttft_ms=None, tags=[], response_tags=[], plugins=[], request=request,
         response_text=huge, error=huge, usage=None, attempts=[], omitted_tools=[], key_name=None, session=None, cost_micros=None,
-        limited_by=None)
+        limited_by=None, cache=None)
     for _ in range(600):
         recorder.complete(ex, 0)
     history = bus.recent()  # encoded now: nobody was watching
