@@ -1,5 +1,6 @@
 """The admin API: ``GET /v1/admin/logs`` and ``GET /v1/admin/usage`` from the audit log
-(:mod:`fastroute.audit`), and the keys (:mod:`.admin_keys`).  On when ``[admin] token_env`` names a set variable; the token is
+(:mod:`fastroute.audit`), the keys (:mod:`.admin_keys`), and ``POST /v1/admin/reload``
+(:mod:`.reload`).  On when ``[admin] token_env`` names a set variable; the token is
 compared in constant time and is not a client key (a client key is refused here, and the admin
 token is refused on the inference endpoints unless it is also a configured key)."""
 

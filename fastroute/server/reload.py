@@ -434,7 +434,8 @@ class Reloader:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             self._retired.append(old)
-            task.add_done_callback(lambda _: self._retired.remove(old))
+            # a retirement cut short by the stop leaves the generation to the stop to close
+            task.add_done_callback(lambda done: done.cancelled() or self._retired.remove(old))
             if self.board is not None:
                 self.board.note_serving(number)
         log.info("reload: worker %d serves generation %d: %s", os.getpid(), number, summary(config))
