@@ -59,7 +59,7 @@ def test_dispatch_telemetry(benchmark, telemetry: str, size: str, loop: asyncio.
 
         spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
         tel = Telemetry(cfg.telemetry, {p.name: p.format for p in cfg.providers}, spans, reader)
-        tel.names, recorder.telemetry = recorder.metrics.names, tel  # type: ignore[union-attr]
+        tel.metrics, recorder.telemetry = recorder.metrics, tel  # type: ignore[union-attr]
         for provider in providers.values():
             provider.trace_headers = tel.inject
     pipeline = Pipeline(cfg, providers, Router(cfg, providers, health.available, steady=health.steady),

@@ -1,5 +1,5 @@
-"""``fastroute keys create|list|update|revoke`` and ``fastroute usage``: a running server's admin
-API from the command line.
+"""``fastroute keys create|list|update|revoke``, ``fastroute usage`` and ``fastroute reload``: a
+running server's admin API from the command line.
 
 The server is ``--url`` (else ``$FASTROUTE_URL``, else ``http://127.0.0.1:8090``); the admin
 token comes from the environment, ``$FASTROUTE_ADMIN_TOKEN`` (or the variable ``--token-env``
@@ -64,6 +64,12 @@ def add_parsers(sub: Any) -> None:
     u.add_argument("--json", action="store_true", help="the API's answer as it came")
     _server_args(u)
     u.set_defaults(func=cmd_usage)
+
+    r = sub.add_parser("reload", help="make a running server read its config file again (admin API); "
+                                      "a file with a mistake changes nothing")
+    r.add_argument("--json", action="store_true", help="the API's answer as it came")
+    _server_args(r)
+    r.set_defaults(func=cmd_reload)
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -155,6 +161,26 @@ def cmd_usage(args: argparse.Namespace) -> int:
     total = [sum(int(r[i]) for r in rows) for i in range(1, 5)]
     rows.append(("total", *map(str, total), f"{sum(row['cost_micros'] for row in answer['data']) / 1e6:.6f}"))
     _table((args.by.upper(), "REQUESTS", "PROMPT", "COMPLETION", "CACHED", "COST USD"), rows)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    answer = _call(args, "POST", "/v1/admin/reload")
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    workers = answer["workers"]
+    print(f"reloaded: generation {answer['generation']}, {answer['providers']} provider(s), {answer['rules']} "
+          f"routing rule(s); {workers['serving']} of {workers['of']} worker(s) serving it")
+    for warning in answer["warnings"]:
+        print(f"warning: {warning}")
+    if answer["restart_needed"]:
+        print("kept until a restart: " + ", ".join(answer["restart_needed"]))
+    if workers["serving"] < workers["of"]:
+        print("not every worker serves it yet: the server's log says why", file=sys.stderr)
+        return 1
     return 0
 
 

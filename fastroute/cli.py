@@ -1,4 +1,4 @@
-"""``fastroute serve | check | init | tui | watch | keys | usage``."""
+"""``fastroute serve | check | init | tui | watch | keys | usage | reload``."""
 
 from __future__ import annotations
 
@@ -39,22 +39,11 @@ def _named(source: str, path: str | None) -> str:
 
 
 def _prepare(raw: dict[str, Any], source: str) -> Any:
-    """Validate everything a worker will build, so a bad config fails here, once."""
-    from fastroute.config import config_from_dict, drop_unusable_providers
-    from fastroute.providers import build_providers
-    from fastroute.routing import Router
+    """Validate everything a worker will build, so a bad config fails here, once (a reload does the same)."""
+    from fastroute.server.reload import prepare
 
-    from fastroute.plugins import PluginSet
-    from fastroute.routing.classifiers import build_classifiers
-    from fastroute.telemetry import require_packages
-
-    config = config_from_dict(raw, source)
-    usable, warnings = drop_unusable_providers(config)
-    router = Router(usable, build_providers(usable, None))
-    PluginSet(usable)
-    build_classifiers(usable)
-    require_packages(usable)
-    return config, usable, warnings, router
+    p = prepare(raw, source)
+    return p.config, p.usable, p.warnings, p.router
 
 
 def _print_table(usable: Any, router: Any, out: Any) -> None:
@@ -111,13 +100,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fastroute.server.runner import loop_name, serve
 
     path = args.config_flag or args.config
+    from fastroute.server.reload import EMBEDDED, with_overrides
+
     raw, source, found = _load_raw(path)
-    server = dict(raw.get("server") or {})
-    for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers),
-                       ("access_log", args.access_log or None)):
-        if value is not None:
-            server[key] = value
-    raw = {**raw, "server": server}
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers),
+                                               ("access_log", args.access_log or None)) if value is not None}
+    raw = with_overrides(raw, overrides)
     config, usable, warnings, router = _prepare(raw, source)
     require_env(config)  # here, once, rather than in every worker
     s = config.server
@@ -136,7 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: {w}")
     _print_table(usable, router, sys.stdout)
     _print_bases(s, sys.stdout)
-    serve(raw, source, s.host, s.port, s.workers, s.shutdown_grace_s)
+    serve(raw, source, s.host, s.port, s.workers, s.shutdown_grace_s,
+          path=None if source == EMBEDDED else os.path.abspath(source), overrides=overrides)
     return 0
 
 
@@ -225,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command in ("keys", "usage"):
+        if args.command in ("keys", "usage", "reload"):
             from fastroute.admin_cli import run
 
             return run(args)

@@ -242,11 +242,22 @@ class Streamed:
         self.pipeline._closing(loop.create_task(self.end()))
 
 
+class Flight:
+    """Requests in flight on every pipeline sharing it: after a reload the new pipeline shares its
+    predecessor's, so the server's count (the events' ``in_flight``, the gauge) stays whole while
+    the old pipeline's last requests finish."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class Pipeline:
     def __init__(self, config: Config, providers: dict[str, Provider], router: Router,
                  health: Health | None = None, recorder: Recorder | None = None,
                  states: dict[str, Any] | None = None, limiter: Any = None, cache: Any = None,
-                 telemetry: Any = None) -> None:
+                 telemetry: Any = None, flight: Flight | None = None) -> None:
         self.config = config
         #: the exact cache (fastroute.cache.ExactCache); None: off
         self.cache = cache
@@ -262,7 +273,10 @@ class Pipeline:
         self.plugins = PluginSet(config)
         self.request_classifiers, self.response_classifiers = build_classifiers(config)
         self.recorder = recorder or Recorder(EventBus())
+        #: this pipeline's requests in flight (a reload closes its upstream client once none is left)
         self.in_flight = 0
+        #: every pipeline's of this server (see :class:`Flight`)
+        self.flight = flight if flight is not None else Flight()
         #: the start of an upstream stream event may not pass this many bytes before its end arrives
         self.max_event_bytes = config.server.max_stream_line_bytes
         # the canonical parse is skipped on the fast path unless something needs to read the request
@@ -276,6 +290,7 @@ class Pipeline:
     def new_exchange(self, dialect: ModuleType) -> Exchange:
         """Start an exchange; it is in flight until :meth:`end`."""
         self.in_flight += 1
+        self.flight.n += 1
         return Exchange(id="req_%016x" % getrandbits(64), dialect=dialect.NAME, started=time.perf_counter(),
                         ts_ms=int(time.time() * 1000))
 
@@ -286,10 +301,11 @@ class Pipeline:
             return
         ex.ended = True
         self.in_flight -= 1
+        self.flight.n -= 1
         ex.duration_ms = ex.elapsed_ms()
         try:
             ex.cost_micros = self.recorder.cost_of(ex)
-            self.recorder.complete(ex, self.in_flight)
+            self.recorder.complete(ex, self.flight.n)
         except Exception:  # recording must never take an answer down with it
             log.exception("recording failed for %s", ex.id)
         if ex.limits is not None:
@@ -376,7 +392,7 @@ class Pipeline:
             ex.session = session_in(body)
         if key is not None and key.limits is not None and self.limiter is not None:
             await self._admit(ex, key)
-        self.recorder.start(ex, self.in_flight)
+        self.recorder.start(ex, self.flight.n)
         requested = body.pop("plugins", None) if "plugins" in body else None
         plugins = ask.plugins = self.plugins.for_request(requested)
         if "tier" in body and any(p.id == "pareto-router" for p, _ in plugins):

@@ -117,6 +117,8 @@ class KeyRing:
         #: called with the ring after each reload (the Responses state follows ``required``)
         self.on_change: list[Callable[[KeyRing], None]] = []
         self._reloading: asyncio.Future[None] | None = None
+        #: the store's keys as last loaded
+        self._stored: list[Key] = []
         self._set(self._static)
 
     def _set(self, keys: list[Key]) -> None:
@@ -201,18 +203,27 @@ class KeyRing:
             entries = await self.store.load()
         except StorageUnavailable:
             return
-        names = {k.name for k in self._static}
-        keys = list(self._static)
+        stored = []
         for entry in entries:
             try:
                 k = key_from_dict(stored_fields(entry), source=f"key {entry.get('name')!r} in {self.store.where}")
             except ConfigError as exc:
                 log.error("keys: %s; that key is skipped", exc)
                 continue
-            if k.name not in names:
-                assert k.key_sha256 is not None
-                keys.append(key_of(k, bytes.fromhex(k.key_sha256), stored=entry))
-        self._set(keys)
+            assert k.key_sha256 is not None
+            stored.append(key_of(k, bytes.fromhex(k.key_sha256), stored=entry))
+        self._stored = stored
+        self._merge()
+
+    def use_config(self, config: Config, environ: Mapping[str, str] = os.environ) -> None:
+        """The config's keys from a reloaded config; the store's stay as they were loaded."""
+        self._static = KeyRing.from_config(config, environ)._static
+        self._merge()
+
+    def _merge(self) -> None:
+        """The config's keys, then the store's under names the config does not use."""
+        names = {k.name for k in self._static}
+        self._set([*self._static, *(k for k in self._stored if k.name not in names)])
         for follow in self.on_change:
             follow(self)
 

@@ -1,5 +1,6 @@
 """The admin API: ``GET /v1/admin/logs`` and ``GET /v1/admin/usage`` from the audit log
-(:mod:`fastroute.audit`), and the keys (:mod:`.admin_keys`).  On when ``[admin] token_env`` names a set variable; the token is
+(:mod:`fastroute.audit`), the keys (:mod:`.admin_keys`), and ``POST /v1/admin/reload``
+(:mod:`.reload`).  On when ``[admin] token_env`` names a set variable; the token is
 compared in constant time and is not a client key (a client key is refused here, and the admin
 token is refused on the inference endpoints unless it is also a configured key)."""
 
@@ -25,7 +26,8 @@ GROUPS = ("key", "model", "day", "session")
 
 
 class AdminAPI:
-    def __init__(self, config: Config, audit: AuditLog | None, keys: AdminKeys, handlers: Any) -> None:
+    def __init__(self, config: Config, audit: AuditLog | None, keys: AdminKeys, handlers: Any,
+                 reloader: Any = None) -> None:
         env = config.admin.token_env
         token = os.environ.get(env) if env else None
         self._token = token.encode("utf-8", "surrogateescape") if token else None
@@ -33,6 +35,8 @@ class AdminAPI:
         self.keys = keys
         #: the server's Handlers: the body read within its limits, a refused body drained
         self.handlers = handlers
+        #: the worker's reloads (fastroute.server.reload.Reloader)
+        self.reloader = reloader
 
     async def create_key(self, request: Request) -> Response:
         """``POST /v1/admin/keys``: 201 with the key, its secret shown this once."""
@@ -49,6 +53,17 @@ class AdminAPI:
 
     async def delete_key(self, request: Request) -> Response:
         return await self._answer(request, lambda r: self.keys.delete(_name(r)))
+
+    async def reload(self, request: Request) -> Response:
+        """``POST /v1/admin/reload``: the config file read again, validated, and served by every worker;
+        400 naming the key path when it has a mistake (the running config stays)."""
+        return await self._answer(request, self._reload)
+
+    async def _reload(self, request: Request) -> Any:
+        await self.handlers.drop_body(request)  # no body is expected; one sent is not left unread
+        if self.reloader is None:
+            raise NotFound("this server cannot reload its config")
+        return await self.reloader.reload()
 
     async def _create_key(self, request: Request) -> Any:
         return await self.keys.create(await self.handlers.read_json(request))

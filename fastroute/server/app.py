@@ -7,7 +7,6 @@ from importlib import resources
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import cached_property
 from types import ModuleType
 from typing import Any
 
@@ -24,14 +23,12 @@ from fastroute.formats import ollama as ollama_dialect
 from fastroute.formats import openai as openai_dialect
 from fastroute.formats import responses as responses_dialect
 from fastroute.limits import HeadersTooLarge, check_depth, check_headers, drain, undecodable_depth
-from fastroute.pipeline import Pipeline, StreamAnswer
+from fastroute.pipeline import StreamAnswer
 from fastroute.server.streaming import to_response
 from fastroute.recording.console import ConsoleLog
 from fastroute.recording.events import EventBus
 from fastroute.recording.log import RequestLog
 from fastroute.recording.metrics import Metrics
-from fastroute.pricing import Pricing
-from fastroute.recording.recorder import Recorder
 from fastroute.recording.redis_relay import RedisRelay
 from fastroute.recording.relay import ENV_DIR as RELAY_DIR
 from fastroute.recording.relay import EventRelay
@@ -45,17 +42,14 @@ from fastroute.cache import open_cache
 from fastroute.server.key_holder import KeyHolderAPI
 from fastroute.server.count_tokens import CountTokens
 from fastroute.server.responses_api import ResponsesAPI
+from fastroute.server.generation import Generation, Lasting, build_generation
+from fastroute.server.reload import Origin, Reloader, Reloading
 from fastroute.server.stopping import StopWatch
-from fastroute.providers import build_providers
 from fastroute.providers.anthropic import BETA_QUERY
-from fastroute.providers.transport import make_client
 from fastroute.pipeline import request_needs
-from fastroute.routing import Router
-from fastroute.routing.catalogue import Catalogue, Listed
+from fastroute.routing.catalogue import Listed
 from fastroute.routing.classifiers import request_text, run_all
 from fastroute.routing.rules import describe_rule
-from fastroute.routing.discovery import Discovery
-from fastroute.routing.health import Health
 from fastroute.responses_store import ResponsesStore
 from fastroute.storage import open_store
 from fastroute.telemetry import open_telemetry
@@ -74,23 +68,32 @@ TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class Handlers:
-    """The routes.  One instance per application, holding the pipeline."""
+    """The routes.  One instance per application, serving from one generation at a time."""
 
-    def __init__(self, config: Config, pipeline: Pipeline, keys: KeyRing, metrics: Metrics) -> None:
-        self.config = config
-        self.pipeline = pipeline
+    def __init__(self, generation: Generation, keys: KeyRing, metrics: Metrics) -> None:
         self.recorder_metrics = metrics
         #: the client keys accepted ([[keys]] and [server] api_key_env); none: anyone may call
         self.keys = keys
         #: the admin API (set once it is built): its token sees every event
         self.admin: AdminAPI | None = None
+        #: bound to Granian's buffer at the start (fastroute.limits): kept until a restart
+        self.max_header_bytes = generation.config.server.max_header_bytes
+        self.use(generation)
+
+    def use(self, generation: Generation) -> None:
+        """Serve from ``generation`` (at startup, and after each reload).  A request reads the pipeline
+        once, at its start, and keeps it to its end."""
+        config = self.config = generation.config
+        self.pipeline = generation.pipeline
+        #: the models a client can ask for (``GET /v1/models``, ``GET /api/tags``)
+        self.catalogue = generation.catalogue
         self.session_headers = tuple(h.lower().encode("latin-1") for h in config.audit.session_headers)
         self.max_body = config.server.max_body_bytes
-        self.max_header_bytes = config.server.max_header_bytes
         self.max_json_depth = config.server.max_json_depth
         #: the most of a refused body read and dropped, keeping the connection (see read_json)
         self.max_drain = 2 * self.max_body
         self.forwarded_headers = FORWARDED_HEADERS + (TRACE_HEADERS if config.telemetry.enabled else ())
+        self.recorder_metrics.label_only(generation.catalogue)  # a name a client made up is no label
 
     async def read_json(self, request: Request) -> Any:
         """The request's JSON body (see :meth:`_read_json`); a client that leaves before its body
@@ -273,11 +276,6 @@ class Handlers:
     async def health(self, request: Request) -> Response:
         return Response(200, None, Content(b"text/plain; charset=utf-8", b"ok"))
 
-    @cached_property
-    def catalogue(self) -> Catalogue:
-        """The models a client can ask for (``GET /v1/models``, ``GET /api/tags``)."""
-        return Catalogue(self.config, self.pipeline.providers)
-
     async def models(self, request: Request) -> Response:
         """``GET /v1/models``: OpenAI's list, or Anthropic's when the request carries ``anthropic-version``."""
         dialect = _models_dialect(request)
@@ -435,45 +433,41 @@ def secret_envs(config: Config) -> list[str]:
             if name]
 
 
-def build_app(config: Config, stop_watch: StopWatch | None = None) -> Application:
+def build_app(config: Config, stop_watch: StopWatch | None = None, reloading: Reloading | None = None) -> Application:
     """The application for one worker.  Sockets and clients open on startup, not here.
 
-    ``stop_watch`` (from the runner) says when the server starts stopping: the event
-    feeds end then, so the graceful stop waits only for real requests."""
+    What lives as long as the worker (:class:`~fastroute.server.generation.Lasting`) is built
+    here; what a config makes of it (:class:`~fastroute.server.generation.Generation`) by
+    :func:`~fastroute.server.generation.build_generation`, as each reload does again.
+    ``stop_watch`` (from the runner) says when the server starts stopping: the event feeds end
+    then, so the graceful stop waits only for real requests.  ``reloading`` (from the runner):
+    where the config came from and the server's shared reload board; none: nothing to reload."""
     require_env(config)
+    reloading = reloading or Reloading(Origin(None), None, {}, 0)
     key_store = open_key_store(config)
     keys = KeyRing.from_config(config, store=key_store)
-    client = make_client(config.server.upstream_client)
-    providers = build_providers(config, client)
-    health = Health(config.failover)
     bus = EventBus()
     metrics = Metrics()
     request_log = RequestLog(config.logging.path) if config.logging.enabled else None
     console = ConsoleLog(config.server.access_log, secret_envs(config)).start()
-    pricing = Pricing(config.pricing, {p.name: p.cost_per_1m_tokens for p in config.providers})
     audit = open_audit(config)
-    recorder = Recorder(bus, metrics, request_log, pricing, console, audit)
     store = open_store(config.storage) if config.responses.store else None
     responses_state = ResponsesStore(store, config.responses.store, config.responses.ttl_s,
                                      config.responses.max_bytes, keyed=keys.required,
                                      max_history_bytes=config.server.max_body_bytes)
     keys.on_change.append(lambda ring: setattr(responses_state, "keyed", ring.required))
-    router = Router(config, providers, health.available, steady=health.steady)
     counters = open_counters(config, keys)
-    limiter = Limiter(counters) if counters is not None else None
-    cache = open_cache(config)
     telemetry = open_telemetry(config, {p.name: p.format for p in config.providers})
-    pipeline = Pipeline(config, providers, router, health, recorder, states={responses_dialect.NAME: responses_state},
-                        limiter=limiter, cache=cache, telemetry=telemetry)
-    discovery = Discovery(config, providers)
-    relay = event_relay(config, bus)
-    handlers = Handlers(config, pipeline, keys, metrics)
-    metrics.label_only(handlers.catalogue)  # a name a client made up is no label
-    metrics.follow_in_flight(lambda: pipeline.in_flight)
     if telemetry is not None:
-        telemetry.names, recorder.telemetry = metrics.names, telemetry
-        for provider in providers.values():
-            provider.trace_headers = telemetry.inject
+        telemetry.metrics = metrics
+    lasting = Lasting(bus, metrics, request_log, console, audit, keys, {responses_dialect.NAME: responses_state},
+                      limiter=Limiter(counters) if counters is not None else None, cache=open_cache(config),
+                      telemetry=telemetry)
+    generation = build_generation(config, lasting, reloading.number)
+    relay = event_relay(config, bus)
+    handlers = Handlers(generation, keys, metrics)
+    metrics.follow_in_flight(lambda: lasting.flight.n)
+    reloader = Reloader(handlers, lasting, generation, reloading.raw, reloading.origin, reloading.board)
 
     app = Application(show_error_details=False)
     openai_chat = handlers.chat(openai_dialect)
@@ -491,7 +485,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_post("/api/show", _route(handlers.ollama_show))
     app.router.add_get("/api/version", _route(handlers.ollama_version))
     app.router.add_post("/v1/route", _route(handlers.explain_route))
-    admin = handlers.admin = AdminAPI(config, audit, AdminKeys(keys, key_store), handlers)
+    admin = handlers.admin = AdminAPI(config, audit, AdminKeys(keys, key_store), handlers, reloader)
+    app.router.add_post("/v1/admin/reload", _route(admin.reload))
     app.router.add_get("/v1/admin/logs", _route(admin.logs))
     app.router.add_get("/v1/admin/usage", _route(admin.usage))
     app.router.add_post("/v1/admin/keys", _route(admin.create_key))
@@ -499,7 +494,8 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
     app.router.add_get("/v1/admin/keys/{name}", _route(admin.get_key))
     app.router.add_patch("/v1/admin/keys/{name}", _route(admin.update_key))
     app.router.add_delete("/v1/admin/keys/{name}", _route(admin.delete_key))
-    holder = KeyHolderAPI(handlers, audit, limiter)
+    holder = KeyHolderAPI(handlers, audit, lasting.limiter)
+    reloader.on_swap.append(lambda _: setattr(holder, "limiter", lasting.limiter))  # a reload may open it
     app.router.add_get("/v1/usage", _route(holder.usage))
     app.router.add_get("/v1/budget", _route(holder.budget))
     app.router.add_get("/health", _route(handlers.health))
@@ -522,17 +518,20 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await audit.start()
         if counters is not None:
             await counters.start()
-        if cache is not None:
-            await cache.start()
+        if lasting.cache is not None:
+            await lasting.cache.start()
         if key_store is not None:
             await key_store.start()
             await keys.reload()
-        await discovery.start()  # bounded; then it refreshes in the background
+        await generation.start()
+        await reloader.start()
 
     async def on_stop(application: Application) -> None:
         bus.close_all()
-        await discovery.stop()
-        await client.aclose()
+        await reloader.stop()
+        generations = reloader.generations()
+        for each in generations:
+            await each.close()
         if relay is not None:
             await relay.stop()
         if request_log is not None:
@@ -542,15 +541,17 @@ def build_app(config: Config, stop_watch: StopWatch | None = None) -> Applicatio
             await store.close()  # every queued write is in the store after a clean stop
         if audit is not None:
             await audit.close()  # every request answered is in the audit log after a clean stop
-        if counters is not None:
-            await pipeline.settled()  # the last answers' usage counted
-            await counters.close()
+        for counting in ([counters] if counters is not None else []) + reloader.opened:
+            for each in generations:
+                await each.pipeline.settled()  # the last answers' usage counted
+            await counting.close()
         if key_store is not None:
             await key_store.close()
-        if cache is not None:
-            await cache.close()
+        if lasting.cache is not None:
+            await lasting.cache.close()
         if telemetry is not None:
-            await pipeline.settled()
+            for each in generations:
+                await each.pipeline.settled()
             await asyncio.to_thread(telemetry.shutdown)  # every span and count recorded is exported
 
     app.on_start += on_start

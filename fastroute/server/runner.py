@@ -18,19 +18,27 @@ import orjson
 
 from fastroute.config import config_from_dict, drop_unusable_providers
 from fastroute.recording.relay import ENV_DIR as ENV_EVENTS_DIR
+from fastroute.server.reload import ENV_RELOAD, Board, Origin, Reloading, reload_in_main
 from fastroute.server.stopping import ENV_STOPPING, StopWatch, note_early_signal
 
 ENV_CONFIG = "FASTROUTE_CONFIG"
 
 
 def app_factory() -> Any:
-    """Granian's target (``factory=True``): build the app in the worker."""
+    """Granian's target (``factory=True``): build the app in the worker.  A worker started after a
+    reload (Granian respawns one that died) starts on the last config published, not the first."""
     build_app = _app_builder()
     payload = orjson.loads(os.environ[ENV_CONFIG])
-    config, _ = drop_unusable_providers(config_from_dict(payload["data"], payload["source"]))
+    folder = os.environ.get(ENV_RELOAD)
+    board = Board(folder) if folder else None
+    published = board.read() if board is not None else None
+    source, raw, number = (published.source, published.raw, published.generation) if published is not None \
+        else (payload["source"], payload["data"], 0)
+    config, _ = drop_unusable_providers(config_from_dict(raw, source))
     marker = os.environ.get(ENV_STOPPING)
     watch = StopWatch(marker) if marker else None
-    app = build_app(config, watch)
+    origin = Origin(payload.get("path"), payload["source"], payload.get("overrides") or {})
+    app = build_app(config, watch, Reloading(origin, board, raw, number))
     if watch is not None:
         watch.start(app)
     # Everything built so far lives as long as the worker: keep it out of the collector's
@@ -80,13 +88,22 @@ def http_settings(raw: dict[str, Any], source: str) -> dict[str, Any]:
             "http2_settings": HTTP2Settings(max_headers_size=size)}
 
 
-def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, grace_s: float) -> None:
+def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, grace_s: float,
+          path: str | None = None, overrides: dict[str, Any] | None = None) -> None:
+    """Serve ``raw`` (``overrides``, the command line's ``[server]`` values, merged in); ``path``:
+    the file it was read from, read again on a reload (None: nothing to reload)."""
+    import threading
+
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    os.environ[ENV_CONFIG] = orjson.dumps({"source": source, "data": raw}).decode()
+    os.environ[ENV_CONFIG] = orjson.dumps({"source": source, "data": raw, "path": path,
+                                           "overrides": overrides or {}}).decode()
     shared = tempfile.mkdtemp(prefix="fastroute-")
     os.environ[ENV_STOPPING] = os.path.join(shared, "stopping")
+    os.environ[ENV_RELOAD] = os.path.join(shared, "reload")
+    board = Board(os.environ[ENV_RELOAD])
+    origin = Origin(path, source, overrides or {})
     if workers > 1:
         # every worker's events reach every viewer, and /metrics adds all workers up
         os.environ[ENV_EVENTS_DIR] = os.path.join(shared, "events")
@@ -106,6 +123,14 @@ def serve(raw: dict[str, Any], source: str, host: str, port: int, workers: int, 
             with open(os.environ[ENV_STOPPING], "w"):
                 pass
             super().signal_handler_interrupt(*args, **kwargs)
+
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            """SIGHUP: the config read again and published to the workers (:mod:`fastroute.server.reload`),
+            instead of Granian's respawn of every worker, which would cut the open streams."""
+            if os.getpid() != main_pid:  # a worker, with the handler it inherited by fork: not its to do
+                return
+            threading.Thread(target=reload_in_main, args=(origin, board, raw), name="fastroute-reload",
+                             daemon=True).start()
 
     server = Server(
         "fastroute.server.runner:app_factory", factory=True, address=host, port=port,

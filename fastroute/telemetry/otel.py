@@ -119,8 +119,9 @@ class Telemetry:
         self.propagator = TraceContextTextMapPropagator()
         #: each provider's format (its gen_ai.provider.name): openai, anthropic, ollama, echo
         self.formats = dict(provider_formats)
-        #: the names a metric's provider and model may carry (``recording.metrics.LabelNames``); None: any
-        self.names: Any = None
+        #: the worker's ``recording.metrics.Metrics``: its ``names`` (the routing table's, renewed by each
+        #: reload) are the provider and model names a metric may carry; None: any
+        self.metrics: Any = None
 
     # a request --------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class Telemetry:
             trace = self.begin(ex, None, start_time=int(ex.ts_ms) * 1_000_000)
         attributes = exchange_attributes(ex, entry, self.formats.get(ex.provider or "", ""))
         trace.end(ex, attributes)
-        labels = metric_attributes(ex, self.names)
+        labels = metric_attributes(ex, self.metrics.names if self.metrics is not None else None)
         key = (labels["provider"], labels["model"], labels["error"])
         usage = ex.usage
         counted = usage is not None and ex.error is None
