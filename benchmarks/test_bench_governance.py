@@ -98,7 +98,10 @@ from fastroute.recording.events import EventBus
 from fastroute.recording.recorder import Recorder, audit_record
 from fastroute.routing import Router
 from fastroute.routing.health import Health
+from fastroute.routing.catalogue import Catalogue
+from fastroute.routing.discovery import Discovery
 from fastroute.server.app import Handlers
+from fastroute.server.generation import Generation
 
 N = 1000
 #: the issue's budget for the key check, the limit check and the cost add, µs a request
@@ -142,7 +145,15 @@ def _request(secret: str | None) -> Request:
 
 def _handlers(cfg: Any, keys: KeyRing) -> Handlers:
     providers = build_providers(cfg, None)
-    return Handlers(cfg, Pipeline(cfg, providers, Router(cfg, providers)), keys, _metrics(cfg, providers))
+    return _serving(cfg, Pipeline(cfg, providers, Router(cfg, providers)), keys, _metrics(cfg, providers))
+
+
+def _serving(cfg: Any, pipeline: Pipeline, keys: KeyRing, metrics: Any) -> Handlers:
+    """The app's handlers serving ``pipeline``, as the generation the server builds from ``cfg`` would."""
+    providers = pipeline.providers
+    generation = Generation(0, cfg, None, providers, pipeline.health, pipeline.router, pipeline,
+                            Discovery(cfg, providers), Catalogue(cfg, providers))
+    return Handlers(generation, keys, metrics)
 
 
 async def _caller(handlers: Handlers, request: Request) -> Any:
@@ -465,7 +476,7 @@ class Dispatcher:
             cfg, providers, Router(cfg, providers, health.available, steady=health.steady), health, recorder,
             limiter=Limiter(self.counters) if self.counters is not None else None)
         self.metrics.follow_in_flight(lambda: pipeline.in_flight)
-        self.handlers = Handlers(cfg, pipeline, KeyRing.from_config(cfg), self.metrics)
+        self.handlers = _serving(cfg, pipeline, KeyRing.from_config(cfg), self.metrics)
         self.http = _request(SECRET if on else None)
         self.batches = 0
         #: loop-thread CPU and wall seconds of each batch, in order
