@@ -335,3 +335,40 @@ def test_a_server_on_the_embedded_default_has_nothing_to_reload(tmp_path: Path) 
         assert httpx.get(f"{proc.url}/health", timeout=30).status_code == 200 and proc.proc.poll() is None
     finally:
         proc.stop()
+
+
+def test_traces_and_the_cache_go_on_after_a_reload(tmp_path: Path, stub: StubUpstream) -> None:
+    """[telemetry] and [cache] live as long as the worker: the providers a reload builds still send
+    the trace upstream, their spans still arrive, and the cache still answers (under the new route)."""
+    from tests.otlp_receiver import OTLPReceiver
+
+    receiver = OTLPReceiver().start()
+    extra = (f'\n[telemetry]\nenabled = true\notlp_endpoint = "{receiver.endpoint}"\n'
+             '\n[cache]\nenabled = true\n')
+    path = tmp_path / "fastroute.toml"
+    path.write_text(config(stub, tmp_path, extra=extra))
+    proc = FastrouteProcess([str(path)], env={**ENV, "OTEL_BSP_SCHEDULE_DELAY": "50"}, workers=2).start()
+    try:
+        key = admin(proc, "POST", "/v1/admin/keys", {"name": "agent"}).json()["key"]
+        path.write_text(config(stub, tmp_path, provider="beta", rewrite="route-two", extra=extra))
+        assert admin(proc, "POST", "/v1/admin/reload").json()["reloaded"] is True
+        for i in range(6):  # new connections: both workers, each on the new generation
+            body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"after-reload-{i}"}]}
+            with httpx.Client(base_url=proc.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as one:
+                first = one.post("/v1/chat/completions", json=body)
+                assert first.status_code == 200 and first.headers["x-router-provider"] == "beta"
+                assert first.headers["x-router-cache"] == "miss"
+                sent = [r for r in stub.requests if f"after-reload-{i}" in str(r.body)]
+                assert len(sent) == 1 and sent[0].headers["traceparent"].startswith("00-")
+                trace_id = sent[0].headers["traceparent"].split("-")[1]
+                assert receiver.wait_for(lambda: any(s["trace_id"] == trace_id and s["name"] == "provider.http"
+                                                     and s["attributes"].get("fastroute.provider") == "beta"
+                                                     for s in receiver.spans))
+                # the same question on the same connection (the same worker: the memory cache is a
+                # worker's own): answered from its cache, the upstream not called again
+                assert wait_for(lambda: one.post("/v1/chat/completions", json=body).headers.get("x-router-cache")
+                                == "hit")
+            assert len([r for r in stub.requests if f"after-reload-{i}" in str(r.body)]) == 1
+    finally:
+        proc.stop()
+        receiver.stop()
