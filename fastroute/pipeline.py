@@ -685,7 +685,11 @@ class Pipeline:
         except UpstreamError as exc:
             yield self._stream_failed(st, provider.transport_error(exc))
         except (asyncio.CancelledError, GeneratorExit):
-            ex.status, ex.error = CLIENT_CLOSED, "client disconnected"
+            # Gone once the stream's own end was sent (the client read [DONE] and hung up while the
+            # upstream's last bytes were awaited): it got the whole answer, which is what is recorded.
+            ended = getattr(tap, "ended", None)
+            if ended is None or not ended():
+                ex.status, ex.error = CLIENT_CLOSED, "client disconnected"
             raise
         except Exception as exc:  # a bug while relaying: the client sees an error, the log says what
             log.exception("stream %s failed inside fastroute", ex.id)

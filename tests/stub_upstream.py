@@ -12,6 +12,7 @@ fastroute, which forwards the body):
     stub-slow             streams a chunk every 50 ms for a minute (client disconnect tests)
     stub-paced            streams ten chunks 100 ms apart, then ends properly (shutdown tests)
     stub-paced-long       the same with sixty chunks: six seconds
+    stub-linger           streams the whole answer and [DONE], then ends the body 2 s later
     stub-garbage          HTTP 200 with a body that is not JSON
     stub-nousage          streams without a usage chunk even when asked
     stub-odd-event        streams a chunk, then valid JSON of an odd shape ("choices": [null])
@@ -253,6 +254,8 @@ class StubUpstream:
                                                             "created": 1, "model": model, "choices": [],
                                                             "usage": usage}) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
+            if model == "stub-linger":  # the answer is whole; the body's own end comes later
+                await asyncio.sleep(2)
             await resp.write_eof()
             self.finished_streams += 1
         except asyncio.CancelledError:

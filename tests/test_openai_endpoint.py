@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 import openai
 import orjson
 import pytest
 
-from tests.conftest import PROVIDER_KEY, FastrouteProcess
+from tests.conftest import PROVIDER_KEY, FastrouteProcess, logging_to, start_router
 from tests.stub_upstream import StubUpstream
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello big world"}]
@@ -304,3 +307,26 @@ def test_upstream_cookies_are_never_kept(router: FastrouteProcess, fresh_stub: S
         out = sdk(router).chat.completions.create(model=model, messages=MESSAGES)
         assert out.choices[0].message.content == "cookie: none"
     assert all("Cookie" not in r.headers for r in fresh_stub.requests)
+
+
+def test_a_client_that_hangs_up_after_the_streams_end_got_a_whole_answer(tmp_path: Path, stub: StubUpstream) -> None:
+    """The client reads to ``[DONE]`` and hangs up while the upstream's body has not ended yet
+    (stub-linger ends it 2 s later): it got the whole answer, and the log says 200, not 499."""
+    log_path = tmp_path / "requests.jsonl"
+    proc = start_router(tmp_path, stub, "lean", extra=logging_to(log_path))
+    try:
+        with httpx.stream("POST", f"{proc.url}/v1/chat/completions", timeout=30,
+                          json={"model": "stub-linger", "messages": MESSAGES, "stream": True}) as resp:
+            seen = b""
+            for chunk in resp.iter_raw():
+                seen += chunk
+                if seen.endswith(b"data: [DONE]\n\n"):
+                    break  # and hang up, as SDKs do
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (log_path.exists() and log_path.read_text().strip()):
+            time.sleep(0.05)
+        entry = orjson.loads(log_path.read_text().splitlines()[-1])
+        assert (entry["status"], entry["error"]) == (200, None), entry
+        assert entry["usage"]["output_tokens"] > 0 and "stub: hello" in (entry["response"] or "")
+    finally:
+        proc.stop()

@@ -119,6 +119,10 @@ class SSEStreamDecoder:
         self._ended = False  # the stream's own end was read: nothing more is read
         self._complete = False  # the answer is whole (its finish reason, or the end, was read)
 
+    def ended(self) -> bool:
+        """The stream's own end was read (``[DONE]``, ``message_stop``): what the client got was whole."""
+        return self._ended
+
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         if not (self._failed or self._ended):
@@ -401,6 +405,10 @@ class OllamaStreamDecoder:
         self._tools = 0
         self._failed = False  # an error was emitted: nothing follows
         self._ended = False  # the "done" line was read: the answer is whole, nothing more is read
+
+    def ended(self) -> bool:
+        """The ``"done": true`` line was read: what the client got was whole."""
+        return self._ended
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []

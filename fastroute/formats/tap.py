@@ -39,6 +39,12 @@ class DecoderTap:
         """The upstream ended the stream: a stream cut before its end is an error too."""
         self._take(self._decoder.flush())
 
+    def ended(self) -> bool:
+        """The stream's own end went by (``[DONE]``, ``message_stop``, ``"done": true``); False for a
+        decoder that cannot tell."""
+        ended = getattr(self._decoder, "ended", None)
+        return bool(ended()) if ended is not None else False
+
     def _take(self, events: list[StreamEvent]) -> None:
         for ev in events:
             if ev.kind == "text":
@@ -75,3 +81,7 @@ class _Teed:
         for ev in events:
             self._sink(ev)
         return events
+
+    def ended(self) -> bool:
+        ended = getattr(self._decoder, "ended", None)
+        return bool(ended()) if ended is not None else False
