@@ -97,13 +97,18 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(answer: Any) -> int:
+    """``--json``: the API's answer as it came, indented."""
+    import orjson
+
+    sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     answer = _call(args, "GET", "/v1/admin/keys")
     if args.json:
-        import orjson
-
-        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
+        return _print_json(answer)
     keys = answer["data"]
     if not keys:
         print("no keys: anyone may call this server")
@@ -148,10 +153,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             params[name] = str(when(value))
     answer = _call(args, "GET", "/v1/admin/usage", params=params)
     if args.json:
-        import orjson
-
-        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
+        return _print_json(answer)
     rows = [(row[args.by] if row[args.by] is not None else "—", str(row["requests"]), str(row["prompt_tokens"]),
              str(row["completion_tokens"]), str(row["cached_tokens"]), f"{row['cost_micros'] / 1e6:.6f}")
             for row in answer["data"]]
@@ -167,10 +169,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     answer = _call(args, "POST", "/v1/admin/reload")
     if args.json:
-        import orjson
-
-        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
+        return _print_json(answer)
     workers = answer["workers"]
     print(f"reloaded: generation {answer['generation']}, {answer['providers']} provider(s), {answer['rules']} "
           f"routing rule(s); {workers['serving']} of {workers['of']} worker(s) serving it")
